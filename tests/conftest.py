@@ -1,0 +1,24 @@
+"""Test setup: CPU only, 8 simulated devices (so sharding is exercised), shared/ discovery."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+
+import pytest  # noqa: E402
+
+TESTS_DIR = Path(__file__).parent
+sys.path.insert(0, str(TESTS_DIR))  # for tests/torch_reference
+
+SHARED = Path(os.environ.get("AQA_JAX_SHARED", TESTS_DIR.parent.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def real_annotations() -> Path:
+    """../shared/real_annotations, or skip when the shared folder is not beside the repo."""
+    path = SHARED / "real_annotations"
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return path

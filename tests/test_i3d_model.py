@@ -1,0 +1,157 @@
+"""InceptionI3d and Adapter3D: sizes, shapes, padding rules and sharding annotations.
+
+Oracles: the parameter counts and the 64x224x224 shape table of the reference notes
+(pecop_i3d.md §1, §4.1), hand-computed padding cases, and a network without adapters.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from aqa_jax.models.i3d import MIXED_BLOCKS, InceptionI3d
+from aqa_jax.models.layers import max_pool3d, pooled_length, same_pads
+
+ALL = tuple(MIXED_BLOCKS)
+
+
+def _shapes(model, x_shape=(1, 16, 224, 224, 3)):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x_shape)))
+
+
+def _count(tree):
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nn.unbox(tree)))
+
+
+@pytest.mark.parametrize("variant, expected", [("deepmind", 12_689_984), ("pecop", 12_697_264)])
+def test_parameter_counts(variant, expected):
+    assert _count(_shapes(InceptionI3d(variant=variant))["params"]) == expected
+    with_adapters = _count(_shapes(InceptionI3d(variant=variant, adapter_blocks=ALL))["params"])
+    assert with_adapters - expected == 1_109_068
+
+
+def test_adapter_sizes_per_block():
+    # pecop_i3d.md §1: (C, C/4, params) per block.
+    expected = {"Mixed_3b": 23_872, "Mixed_3c": 71_640, "Mixed_4b": 80_512, "Mixed_4c": 80_512,
+                "Mixed_4d": 80_512, "Mixed_4e": 85_140, "Mixed_4f": 197_392,
+                "Mixed_5b": 197_392, "Mixed_5c": 292_096}
+    params = nn.unbox(_shapes(InceptionI3d(adapter_blocks=ALL))["params"])
+    assert {b: _count(params[b]["adapter"]) for b in ALL} == expected
+    down = params["Mixed_4e"]["adapter"]["down"]["kernel"]
+    assert down.shape == (3, 3, 3, 4, 132)  # grouped, 4 inputs per group, not depthwise
+
+
+def test_adapter_reduction_and_block_choice():
+    model = InceptionI3d(adapter_blocks=("Mixed_5c",), adapter_reduction=8)
+    params = nn.unbox(_shapes(model)["params"])
+    assert [b for b in ALL if "adapter" in params[b]] == ["Mixed_5c"]
+    c, h = 1024, 128
+    assert _count(params["Mixed_5c"]["adapter"]) == (27 * 8 * h + h) + (h * c + c) + c
+    with pytest.raises(ValueError, match="not Mixed blocks"):
+        _shapes(InceptionI3d(adapter_blocks=("Mixed_9z",)))
+
+
+def test_endpoint_shapes_64x224():
+    # pecop_i3d.md §4.1, TF-SAME semantics, (T, H, W, C).
+    expected = {
+        "Conv3d_1a_7x7": (32, 112, 112, 64), "MaxPool3d_2a_3x3": (32, 56, 56, 64),
+        "Conv3d_2b_1x1": (32, 56, 56, 64), "Conv3d_2c_3x3": (32, 56, 56, 192),
+        "MaxPool3d_3a_3x3": (32, 28, 28, 192), "Mixed_3b": (32, 28, 28, 256),
+        "Mixed_3c": (32, 28, 28, 480), "MaxPool3d_4a_3x3": (16, 14, 14, 480),
+        "Mixed_4b": (16, 14, 14, 512), "Mixed_4e": (16, 14, 14, 528),
+        "Mixed_4f": (16, 14, 14, 832), "MaxPool3d_5a_2x2": (8, 7, 7, 832),
+        "Mixed_5b": (8, 7, 7, 832), "Mixed_5c": (8, 7, 7, 1024), "AvgPool": (7, 1, 1, 1024),
+    }
+    for variant in ("deepmind", "pecop"):
+        model = InceptionI3d(variant=variant, adapter_blocks=ALL)
+        out = jax.eval_shape(
+            lambda: model.init_with_output(jax.random.key(0), jnp.zeros((1, 64, 224, 224, 3)))[0]
+        )
+        assert {k: out[k].shape[1:] for k in expected} == expected
+        assert out["features"].shape == (1, 1024) and out["logits"].shape == (1, 400)
+
+
+def test_same_padding_rules():
+    # TF SAME depends on the input size, the static rule does not (hand-computed).
+    assert same_pads(224, 7, 2, "tf_same") == (2, 3)
+    assert same_pads(225, 7, 2, "tf_same") == (3, 3)
+    assert same_pads(225, 7, 2, "static_same") == (2, 3)
+    assert same_pads(9, 3, 2, "tf_same") == (1, 1)
+    assert same_pads(9, 1, 1, "static_same") == (0, 0)
+    with pytest.raises(ValueError):
+        same_pads(9, 3, 2, "valid")
+
+
+def test_pooled_length_ceil_mode():
+    assert pooled_length(10, 3, 2, ceil_mode=False) == 4
+    assert pooled_length(10, 3, 2, ceil_mode=True) == 5
+    assert pooled_length(9, 3, 2, ceil_mode=True) == 4  # last window would start past the end
+    assert pooled_length(5, 2, 2, ceil_mode=True) == 3
+
+
+def test_max_pool_pad_value_matters_for_negative_inputs():
+    # A constant -1 map: with -inf padding the border stays -1, with zero padding it becomes 0.
+    x = -jnp.ones((1, 4, 4, 4, 1))
+    tf = max_pool3d(x, (3, 3, 3), (1, 1, 1), padding="tf_same", pad_value=-math.inf,
+                    ceil_mode=False)
+    zero = max_pool3d(x, (3, 3, 3), (1, 1, 1), padding="tf_same", pad_value=0.0,
+                      ceil_mode=False)
+    assert tf.shape == zero.shape == x.shape
+    np.testing.assert_array_equal(tf, -1.0)
+    assert float(zero.max()) == 0.0 and float(zero[0, 1, 1, 1, 0]) == -1.0
+
+
+def test_zero_init_adapters_are_identity():
+    x = jax.random.normal(jax.random.key(1), (1, 8, 32, 32, 3))
+    plain = InceptionI3d(variant="pecop")
+    adapted = InceptionI3d(variant="pecop", adapter_blocks=ALL, adapter_zero_init=True)
+    va = adapted.init(jax.random.key(0), x)
+    flat = traverse_util.flatten_dict(nn.unbox(va["params"]))
+    vp = {"params": traverse_util.unflatten_dict(
+        {k: v for k, v in flat.items() if "adapter" not in k})}
+    vp["batch_stats"] = va["batch_stats"]
+    a, p = adapted.apply(va, x), plain.apply(vp, x)
+    np.testing.assert_allclose(a["features"], p["features"], rtol=1e-6, atol=1e-6)
+    # The default (PECoP) init is not the identity.
+    vd = InceptionI3d(variant="pecop", adapter_blocks=ALL).init(jax.random.key(0), x)
+    d = InceptionI3d(variant="pecop", adapter_blocks=ALL).apply(vd, x)
+    assert not np.allclose(d["features"], p["features"], atol=1e-3)
+
+
+def test_adapter_init_follows_pytorch_defaults():
+    x = jnp.zeros((1, 8, 32, 32, 3))
+    params = nn.unbox(InceptionI3d(adapter_blocks=ALL).init(jax.random.key(0), x)["params"])
+    ad = params["Mixed_5c"]["adapter"]
+    np.testing.assert_array_equal(ad["scale"], 1.0)
+    bound = 1 / math.sqrt(4 * 27)  # kaiming_uniform(a=sqrt 5) with fan_in = 4 x 3x3x3
+    k = np.asarray(ad["down"]["kernel"])
+    assert np.abs(k).max() <= bound and np.abs(k).max() > 0.9 * bound
+    assert abs(k.std() - bound / math.sqrt(3)) < 0.05 * bound
+
+
+def test_every_kernel_has_logical_axes_and_shards_on_a_mesh():
+    model = InceptionI3d(variant="pecop", adapter_blocks=ALL)
+    x = jnp.zeros((2, 8, 32, 32, 3))
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    specs = traverse_util.flatten_dict(nn.get_partition_spec(abstract)["params"])
+    for path, spec in specs.items():
+        assert spec is not None and len(spec) >= 1, path
+        assert all(isinstance(name, str) for name in spec), path
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    rules = (("conv_out", "model"), ("adapter_hidden", "model"))
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    variables = jax.jit(lambda: model.init(jax.random.key(0), x), out_shardings=shardings)()
+    kernel = variables["params"]["Mixed_4b"]["b1b"]["conv"]["kernel"].value
+    assert kernel.sharding.spec == P(None, None, None, None, "model")
+    assert len({s.device for s in kernel.addressable_shards}) == 8
+    assert kernel.addressable_shards[0].data.shape == (3, 3, 3, 96, 104)
+    down = variables["params"]["Mixed_3b"]["adapter"]["down"]["kernel"].value
+    assert down.sharding.spec == P(None, None, None, None, "model")
+    out = jax.jit(model.apply)(variables, x)
+    assert out["features"].shape == (2, 1024)
+    assert isinstance(kernel.sharding, NamedSharding)
