@@ -12,7 +12,7 @@ def _convert_weights(args: argparse.Namespace) -> int:
     from aqa_jax.weights.torch_convert import convert_torch_i3d, read_torch_checkpoint
 
     state = read_torch_checkpoint(args.src)
-    model, variables, converted = convert_torch_i3d(state, args.layout)
+    model, variables, converted = convert_torch_i3d(state, args.layout, variant=args.variant)
     out = save_model_weights(
         args.dst,
         model,
@@ -30,9 +30,11 @@ def _convert_weights(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from aqa_jax.config_args import load_config
     from aqa_jax.demo import run_demo
 
-    run_demo()
+    config = load_config(args.config) if args.config else None
+    run_demo(config.model.to_dict() if config else None)
     return 0
 
 
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aqa-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the Kinetics-400 I3D + adapters demo")
+    demo.add_argument("--config", default=None,
+                      help="model config, e.g. configs/i3d.py:variant=pecop,adapters=all")
     demo.set_defaults(func=_demo)
     conv = sub.add_parser(
         "convert-weights",
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("dst", help="output directory")
     conv.add_argument("--layout", choices=("piergiaj", "hassony2", "pecop"), default=None,
                       help="source layout (detected from key names by default)")
+    conv.add_argument("--variant", choices=("deepmind", "pecop", "piergiaj"), default=None,
+                      help="target numerics (default: the layout's own family)")
     conv.set_defaults(func=_convert_weights)
     return parser
 

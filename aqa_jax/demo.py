@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,8 +30,12 @@ def synthetic_clip(frames: int = 32, size: int = 224, seed: int = 0) -> np.ndarr
     return (clip * 2 - 1)[None]
 
 
-def run_demo() -> None:
-    """Loads Kinetics-400 I3D (+ fresh adapters), runs a clip, prints top-5 and parameter sizes."""
+def run_demo(model_config: Mapping[str, Any] | None = None) -> None:
+    """Loads Kinetics-400 I3D (+ fresh adapters), runs a clip, prints top-5 and parameter sizes.
+
+    ``model_config`` holds ``InceptionI3d`` fields (``configs/i3d.py``'s ``config.model``);
+    by default the DeepMind numerics with PECoP adapters on all nine Mixed blocks.
+    """
     import jax
     import jax.numpy as jnp
     from flax import traverse_util
@@ -46,15 +51,19 @@ def run_demo() -> None:
     clip = jnp.asarray(synthetic_clip())
     labels = kinetics400_labels()
     print(f"weights: {kinetics400_weights_path()} (DeepMind rgb_scratch, Kinetics-400)")
-    for blocks, title in (((), "I3D"), (tuple(MIXED_BLOCKS), "I3D + 3D-Adapters (PECoP)")):
-        model = InceptionI3d(variant="deepmind", adapter_blocks=blocks)
-        init = model.init(jax.random.key(0), clip[:, :16, :64, :64])
+    adapted = dict(variant="deepmind", adapter_blocks=tuple(MIXED_BLOCKS))
+    adapted.update(model_config or {})
+    adapted["adapter_blocks"] = tuple(adapted["adapter_blocks"])
+    plain = dict(adapted, adapter_blocks=())
+    for fields, title in ((plain, "I3D"), (adapted, "I3D + 3D-Adapters (PECoP)")):
+        model = InceptionI3d(**fields)
+        init = jax.jit(model.init)(jax.random.key(0), clip[:, :8, :32, :32])
         variables = load_i3d_kinetics400(init)
         start = time.perf_counter()
         out = jax.jit(model.apply)(variables, clip)
         probs = np.asarray(jax.nn.softmax(out["logits"][0]))
         elapsed = time.perf_counter() - start
-        print(f"\n{title}: clip {tuple(clip.shape)} → top-5 Kinetics-400 classes ({elapsed:.1f} s)")
+        print(f"\n{title}, {model.variant} numerics: clip {tuple(clip.shape)} → top-5 Kinetics-400 classes ({elapsed:.1f} s)")
         for i in np.argsort(-probs)[:5]:
             print(f"  {probs[i]:6.3f}  {labels[i]}")
     flat = traverse_util.flatten_dict(variables["params"])
