@@ -215,6 +215,8 @@ def read_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` checkpoints to the state_dict.
     """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         import torch
     except ImportError:

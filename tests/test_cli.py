@@ -1,0 +1,38 @@
+"""The ``aqa-jax`` command: clear one-line errors, and the demo end to end (slow)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aqa_jax.cli import main
+from aqa_jax.config_args import load_config, parse_arg
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert main(["convert-weights", str(tmp_path / "none.pth"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aqa-jax convert-weights: error:") and "none.pth" in err
+    assert "\n" not in err
+
+
+def test_config_args():
+    cfg = parse_arg("variant=pecop,zero_init,reduction=8", variant="deepmind",
+                    zero_init=False, reduction=4)
+    assert (cfg.variant, cfg.zero_init, cfg.reduction) == ("pecop", True, 8)
+    with pytest.raises(ValueError, match="allowed"):
+        parse_arg("varient=pecop", variant="deepmind")
+    config = load_config(f"{CONFIGS}/i3d.py:variant=piergiaj,adapters=Mixed_4b+Mixed_5c")
+    assert config.model.variant == "piergiaj"
+    assert tuple(config.model.adapter_blocks) == ("Mixed_4b", "Mixed_5c")
+
+
+@pytest.mark.slow
+def test_demo_runs_and_reports_the_adapter_size():
+    out = subprocess.run([sys.executable, "-m", "aqa_jax.cli", "demo"], capture_output=True,
+                         text=True, check=True, timeout=900).stdout
+    assert "1,109,068" in out and "12,689,984" in out  # pecop_i3d.md §1 and §4.1
+    assert out.count("top-5 Kinetics-400 classes") == 2
