@@ -1,0 +1,172 @@
+"""grain pipelines from TFDS data sources to batches of clips.
+
+``source → per-process shard → seeded shuffle + repeat (train) → sample a clip, decode only its
+frames, transform → batch (drop_remainder) → iterator``; the iterator's state
+(``get_state``/``set_state``) restores the stream exactly, and worker processes are optional.
+
+A *clip sampler* turns one record into one example and is a plain callable
+``sampler(record, rng) -> dict`` (``rng`` is ``None`` in evaluation); :class:`VSPPSampler` and
+:class:`FrameClipSampler` cover PECoP pretraining and the fixed/uniform layouts of the
+fine-tuning methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from aqa_jax.data.frames import decode_frames
+from aqa_jax.data.sampling import sample_pecop_vspp, split_clips, uniform_indices, window_ending_at
+from aqa_jax.data.transforms import apply_transform
+
+Record = Mapping[str, Any]
+ClipSampler = Callable[[Record, "np.random.Generator | None"], dict[str, Any]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class VSPPSampler:
+    """PECoP pretraining example: a VSPP clip with its speed and segment labels.
+
+    Evaluation (``rng=None``) is not defined for a random pretext task; a sampler used there
+    draws with a generator seeded from the sample id so it stays deterministic.
+    """
+
+    fr: int = 1
+    clip_len: int = 32
+    max_sr: int = 5
+    max_segment: int = 4
+    preset: str = "pecop"
+
+    def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
+        sample = _text(record["id"])
+        if rng is None:
+            rng = np.random.default_rng(abs(hash(sample)) % (2**32))
+        idx, speed, segment = sample_pecop_vspp(
+            rng, int(record["num_frames"]), fr=self.fr, max_sr=self.max_sr,
+            max_segment=self.max_segment, clip_len=self.clip_len,
+        )
+        frames = decode_frames(record["frames"], idx, source=sample)
+        return {
+            "clip": apply_transform(frames, self.preset, rng=rng),
+            "speed": np.int32(speed),
+            "segment": np.int32(segment),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameClipSampler:
+    """Score-regression example: frames chosen by a layout, cut into 16-frame clips.
+
+    Attributes:
+      layout: ``uniform`` (``num_frames`` spread over the video), ``window`` (the
+        ``num_frames`` ending at ``record[end_key]``, shifted by U{-max_shift..max_shift} in
+        training), or ``all`` (every stored frame).
+      num_frames: frames per example (103 CoRe/MUSDL on MTL-AQA, 96 TSA, 160 JIGSAWS).
+      clip_starts: official starts (a key of ``sampling.CLIP_STARTS`` or offsets); ``None``
+        returns the frames as one clip.
+      preset: transform preset name.
+      label_keys: record fields copied into the example (e.g. ``judge_scores``).
+    """
+
+    layout: str = "uniform"
+    num_frames: int = 32
+    clip_starts: str | Sequence[int] | None = None
+    clip_len: int = 16
+    preset: str = "deepmind"
+    max_shift: int = 0
+    end_key: str = "end_frame"
+    label_keys: tuple[str, ...] = ()
+
+    def frame_indices(self, record: Record, rng: np.random.Generator | None) -> np.ndarray:
+        total = int(record["num_frames"])
+        if self.layout == "uniform":
+            return uniform_indices(total, self.num_frames)
+        if self.layout == "window":
+            shift = int(rng.integers(-self.max_shift, self.max_shift + 1)) if rng else 0
+            return window_ending_at(int(record[self.end_key]), self.num_frames, shift,
+                                    num_frames=total)
+        if self.layout == "all":
+            return np.arange(total)
+        raise ValueError(f"unknown frame layout {self.layout!r}: use uniform, window or all")
+
+    def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
+        sample = _text(record["id"])
+        idx = self.frame_indices(record, rng)
+        frames = decode_frames(record["frames"], idx, source=sample)
+        clip = apply_transform(frames, self.preset, rng=rng)
+        if self.clip_starts is not None:
+            clip = clip[split_clips(np.arange(len(idx)), self.clip_starts, self.clip_len)]
+        example = {"clip": clip, "score": np.float32(record["score"])}
+        for key in self.label_keys:
+            example[key] = np.asarray(record[key])
+        return example
+
+
+class _Sample(grain.transforms.RandomMap):
+    def __init__(self, sampler: ClipSampler):
+        self.sampler = sampler
+
+    def random_map(self, record: Record, rng: np.random.Generator) -> dict[str, Any]:
+        return self.sampler(record, rng)
+
+
+class _SampleEval(grain.transforms.Map):
+    def __init__(self, sampler: ClipSampler):
+        self.sampler = sampler
+
+    def map(self, record: Record) -> dict[str, Any]:
+        return self.sampler(record, None)
+
+
+def make_dataset(
+    source: Sequence[Record],
+    sampler: ClipSampler,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    num_epochs: int | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    drop_remainder: bool | None = None,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+    """The batched iterable dataset; ``iter()`` it, and keep its iterator's state.
+
+    Args:
+      source: a ``tfds.data_source`` split (or any random-access sequence of records).
+      sampler: record → example (see module docstring).
+      batch_size: examples per batch on this process.
+      train: shuffle (seeded), repeat ``num_epochs`` times (None: forever), random sampling;
+        otherwise one ordered pass with deterministic sampling.
+      shard_index, shard_count: this process's slice of the records (default: JAX's process
+        index and count), so each host reads different samples.
+      drop_remainder: default True in training, False in evaluation.
+      worker_count: grain worker processes for decoding (0 = in-process).
+    """
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    ds = grain.MapDataset.source(source)[shard_index::shard_count]
+    if len(ds) == 0:
+        raise ValueError(f"shard {shard_index}/{shard_count} of the source has no records")
+    if train:
+        ds = ds.shuffle(seed=seed).repeat(num_epochs)
+        ds = ds.random_map(_Sample(sampler), seed=seed)
+    else:
+        ds = ds.map(_SampleEval(sampler))
+    if drop_remainder is None:
+        drop_remainder = train
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    it = ds.to_iter_dataset()
+    if worker_count > 0:
+        it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
+    return it

@@ -1,0 +1,151 @@
+"""Procedural AQA videos whose quality score is a known function of what an expert would judge.
+
+Each video shows a repetitive movement, like the MDS-UPDRS motor items of PD4T:
+
+- ``finger_tapping``: two fingertips opening and closing;
+- ``hand_movement``: a hand (disc) opening and closing;
+- ``leg_agility``: a leg (bar) raised and lowered about a hip.
+
+Four generative factors, each a severity in [0, 1], drive the movement, and the ground-truth
+score is a fixed weighted sum of them (:data:`FACTOR_WEIGHTS`, scaled to the UPDRS range 0-4):
+
+- ``decrement``: the amplitude shrinks over the video (the sequence effect);
+- ``slowing``: the tapping frequency drops;
+- ``hesitation``: the movement freezes for a few frames, a few times;
+- ``irregularity``: the period of each cycle jitters.
+
+Factors are drawn around one latent severity per subject (as symptoms co-occur), and every
+nuisance (position, size, colours, background texture, phase, noise) is random, so a model
+must read the movement itself. Everything is deterministic from the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+TASKS = ("finger_tapping", "hand_movement", "leg_agility")
+FACTORS = ("decrement", "slowing", "hesitation", "irregularity")
+FACTOR_WEIGHTS = {"decrement": 0.35, "slowing": 0.30, "hesitation": 0.20, "irregularity": 0.15}
+MAX_SCORE = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticVideo:
+    """One generated sample: frames (T, H, W, 3) uint8 RGB, its score and factors."""
+
+    frames: np.ndarray
+    score: float
+    factors: dict[str, float]
+    task: str
+    subject: int
+
+
+def quality_score(factors: dict[str, float]) -> float:
+    """Ground truth: ``4 * sum(weight_f * severity_f)``, in [0, 4] (higher = more impaired)."""
+    return MAX_SCORE * sum(FACTOR_WEIGHTS[f] * factors[f] for f in FACTORS)
+
+
+def draw_factors(rng: np.random.Generator, severity: float) -> dict[str, float]:
+    """Factor severities scattered around the subject's latent ``severity``."""
+    return {f: float(np.clip(severity + 0.18 * rng.standard_normal(), 0.0, 1.0)) for f in FACTORS}
+
+
+def movement_trace(
+    rng: np.random.Generator, factors: dict[str, float], num_frames: int
+) -> np.ndarray:
+    """Opening of the movement per frame in [0, 1] (0 closed, 1 fully open at full amplitude)."""
+    base_period = rng.uniform(7.0, 9.0) * (1.0 + 1.2 * factors["slowing"])
+    pauses = np.zeros(num_frames, bool)
+    for _ in range(int(round(4 * factors["hesitation"]))):
+        start = int(rng.integers(0, max(num_frames - 6, 1)))
+        pauses[start : start + int(rng.integers(4, 8))] = True
+    phase, cycle_period = rng.uniform(0, 2 * math.pi), base_period
+    trace = np.empty(num_frames, np.float32)
+    for t in range(num_frames):
+        if not pauses[t]:
+            phase += 2 * math.pi / cycle_period
+            if phase >= 2 * math.pi:  # a new cycle: jitter its period
+                phase -= 2 * math.pi
+                jitter = 1.0 + 0.6 * factors["irregularity"] * rng.standard_normal()
+                cycle_period = base_period * float(np.clip(jitter, 0.4, 2.0))
+        amplitude = 1.0 - 0.8 * factors["decrement"] * t / max(num_frames - 1, 1)
+        trace[t] = amplitude * 0.5 * (1.0 - math.cos(phase))
+    return trace
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    fx, fy = rng.uniform(3, 12, 2)
+    base = rng.uniform(0.15, 0.45, 3)
+    texture = 0.06 * np.sin(2 * math.pi * fx * xx + rng.uniform(0, 6)) * np.cos(
+        2 * math.pi * fy * yy
+    )
+    return np.clip(base[None, None] + texture[..., None], 0, 1)
+
+
+def render(
+    rng: np.random.Generator, task: str, trace: np.ndarray, size: int
+) -> np.ndarray:
+    """Draws the movement trace as (T, size, size, 3) uint8 frames."""
+    if task not in TASKS:
+        raise ValueError(f"unknown synthetic task {task!r}; choose one of {TASKS}")
+    background = _background(rng, size)
+    color = rng.uniform(0.7, 1.0, 3)
+    cx, cy = rng.uniform(0.4, 0.6, 2) * size
+    scale = rng.uniform(0.8, 1.1) * size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    frames = np.empty((len(trace), size, size, 3), np.uint8)
+    for t, opening in enumerate(trace):
+        if task == "finger_tapping":
+            gap = 0.04 * scale + 0.30 * scale * opening
+            mask = np.zeros((size, size), bool)
+            for sign in (-1, 1):
+                mask |= (xx - cx) ** 2 + (yy - cy - sign * gap / 2) ** 2 < (0.07 * scale) ** 2
+        elif task == "hand_movement":
+            radius = 0.08 * scale + 0.17 * scale * opening
+            mask = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
+        else:  # leg_agility: a bar hanging from the hip, raised by up to 70 degrees
+            angle = math.radians(90 - 70 * opening)  # image y points down: 90 = hanging
+            dx, dy = xx - (cx - 0.2 * scale), yy - (cy - 0.15 * scale)
+            along = dx * math.cos(angle) + dy * math.sin(angle)
+            across = -dx * math.sin(angle) + dy * math.cos(angle)
+            mask = (np.abs(across) < 0.05 * scale) & (along > 0) & (along < 0.45 * scale)
+        frame = background.copy()
+        frame[mask] = color
+        frame += 0.02 * rng.standard_normal(frame.shape)
+        frames[t] = np.clip(frame * 255, 0, 255).astype(np.uint8)
+    return frames
+
+
+def generate_video(
+    seed: int, task: str, subject: int, severity: float, *, num_frames: int = 64, size: int = 64
+) -> SyntheticVideo:
+    """One deterministic sample of ``task`` for a subject with latent ``severity`` in [0, 1]."""
+    rng = np.random.default_rng([seed, TASKS.index(task), subject])
+    factors = draw_factors(rng, severity)
+    frames = render(rng, task, movement_trace(rng, factors, num_frames), size)
+    return SyntheticVideo(frames, quality_score(factors), factors, task, subject)
+
+
+def generate_split(
+    seed: int,
+    task: str,
+    split: str,
+    *,
+    num_subjects: int,
+    videos_per_subject: int = 1,
+    num_frames: int = 64,
+    size: int = 64,
+):
+    """Yields the videos of one split; train and test have disjoint subjects (as PD4T's split)."""
+    offset = {"train": 0, "test": 100_000}[split]
+    for s in range(num_subjects):
+        subject = offset + s
+        severity = float(np.random.default_rng([seed, 7, subject]).uniform(0, 1))
+        for v in range(videos_per_subject):
+            yield generate_video(
+                seed, task, subject * 10 + v, severity, num_frames=num_frames, size=size
+            )
