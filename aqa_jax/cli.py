@@ -38,6 +38,51 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_data(args: argparse.Namespace) -> int:
+    from aqa_jax.data.registry import build
+
+    builder = build(
+        args.name,
+        args.config,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+        skip_bad_samples=args.skip_bad_samples,
+    )
+    splits = {name: info.num_examples for name, info in builder.info.splits.items()}
+    print(f"built {builder.info.full_name} in {builder.data_dir}: {splits}")
+    return 0
+
+
+def _load_backbone(weights: str, variant: str):
+    """(model, variables) from 'kinetics400' or a directory written by convert-weights."""
+    import jax
+    import jax.numpy as jnp
+
+    from aqa_jax.models.i3d import InceptionI3d
+    from aqa_jax.weights.kinetics import load_i3d_kinetics400
+    from aqa_jax.weights.store import load_model_weights
+
+    if weights == "kinetics400":
+        model = InceptionI3d(variant=variant)
+        init = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))
+        return model, load_i3d_kinetics400(init)
+    model, variables, _ = load_model_weights(weights)
+    return model, variables
+
+
+def _extract_features(args: argparse.Namespace) -> int:
+    from aqa_jax.data.registry import data_source
+    from aqa_jax.features import extract_split
+
+    model, variables = _load_backbone(args.weights, args.variant)
+    for split in args.split:
+        source = data_source(args.name, args.config, split, data_dir=args.data_dir)
+        out = extract_split(source, model, variables, args.out, split, clip_len=args.clip_len,
+                            stride=args.stride, preset=args.preset)
+        print(f"{args.name}/{args.config}:{split}: {len(source)} videos → {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aqa-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--variant", choices=("deepmind", "pecop", "piergiaj"), default=None,
                       help="target numerics (default: the layout's own family)")
     conv.set_defaults(func=_convert_weights)
+
+    data = sub.add_parser("build-data", help="build a dataset (tfds_builders/NAME) into ArrayRecord")
+    data.add_argument("name", help="dataset builder, e.g. synthetic_aqa, pd4t, mtl_aqa")
+    data.add_argument("--config", default=None, help="builder config, e.g. finger_tapping")
+    data.add_argument("--data-dir", default=None, help="where datasets are written")
+    data.add_argument("--manual-dir", default=None, help="the dataset's own files, as distributed")
+    data.add_argument("--skip-bad-samples", action="store_true",
+                      help="skip unreadable samples and list them in bad_samples_<split>.json")
+    data.set_defaults(func=_build_data)
+
+    feats = sub.add_parser("extract-features", help="per-clip I3D features of a built dataset")
+    feats.add_argument("name")
+    feats.add_argument("--config", default=None)
+    feats.add_argument("--split", nargs="+", default=["train", "test"])
+    feats.add_argument("--data-dir", default=None)
+    feats.add_argument("--out", required=True, help="output directory (<id>.npy + <split>.txt)")
+    feats.add_argument("--weights", default="kinetics400",
+                       help="'kinetics400' or a directory written by convert-weights")
+    feats.add_argument("--variant", default="deepmind", help="I3D numerics with kinetics400")
+    feats.add_argument("--clip-len", type=int, default=16)
+    feats.add_argument("--stride", type=int, default=16)
+    feats.add_argument("--preset", default="deepmind", help="transform preset (centre crop)")
+    feats.set_defaults(func=_extract_features)
     return parser
 
 
