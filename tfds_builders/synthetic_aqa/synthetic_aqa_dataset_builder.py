@@ -35,6 +35,10 @@ def _configs() -> list[SyntheticConfig]:
         SyntheticConfig(name=f"{task}_tiny", task=task, short_side=None, num_train=8,
                         num_test=4, num_frames=40, size=32, description=f"tiny {task} for tests")
         for task in synthetic.TASKS
+    ] + [
+        SyntheticConfig(name="finger_tapping_256", task="finger_tapping", short_side=None,
+                        num_train=16, num_test=4, num_frames=96, size=256,
+                        description="full-resolution frames, for pipeline benchmarks")
     ]
 
 
