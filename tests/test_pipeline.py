@@ -66,3 +66,38 @@ def test_vspp_batches_carry_pretext_labels(source):
 def test_an_empty_shard_is_an_error(source):
     with pytest.raises(ValueError, match="no records"):
         make_dataset(source, SMALL, batch_size=1, train=False, shard_index=20, shard_count=21)
+
+
+def test_iterator_state_round_trips_through_orbax(source, tmp_path):
+    import orbax.checkpoint as ocp
+    import grain
+
+    def stream():
+        return iter(make_dataset(source, SMALL, batch_size=2, train=True, seed=5,
+                                 shard_index=0, shard_count=1))
+
+    it = stream()
+    for _ in range(3):
+        next(it)
+    with ocp.CheckpointManager(tmp_path / "ckpt",
+                               item_handlers={"data": grain.checkpoint.CheckpointHandler()}) as mgr:
+        mgr.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        mgr.wait_until_finished()
+    expected = [next(it) for _ in range(3)]
+    resumed = stream()
+    with ocp.CheckpointManager(tmp_path / "ckpt",
+                               item_handlers={"data": grain.checkpoint.CheckpointHandler()}) as mgr:
+        mgr.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+    for a, b in zip(expected, [next(resumed) for _ in range(3)]):
+        np.testing.assert_array_equal(a["clip"], b["clip"])
+
+
+@pytest.mark.slow  # spawning a worker process re-imports jax: about a minute on 2 cores
+def test_worker_processes_give_the_same_batches(source):
+    def first_batches(workers):
+        it = iter(make_dataset(source, SMALL, batch_size=2, train=True, seed=9, shard_index=0,
+                               shard_count=1, worker_count=workers))
+        return [next(it) for _ in range(3)]
+
+    for a, b in zip(first_batches(0), first_batches(1)):
+        np.testing.assert_array_equal(a["clip"], b["clip"])

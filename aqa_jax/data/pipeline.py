@@ -168,5 +168,9 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     it = ds.to_iter_dataset()
     if worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain workers read absl flags (pytest, notebooks)
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
     return it
