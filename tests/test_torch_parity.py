@@ -150,3 +150,38 @@ def test_converter_accounts_for_every_key():
         convert_torch_i3d(state, variant="deepmind")
     ignored = convert_state_dict(state).ignored
     assert ignored and all(k.endswith("num_batches_tracked") for k in ignored)
+
+
+def test_train_mode_batch_statistics_match_pytorch(converted):
+    """PECoP runs BN in train mode: batch statistics, and running stats updated (unbiased var).
+
+    Normalising by statistics of a few values amplifies rounding through the network, so the
+    oracle is PyTorch in float64: our float32 error must be no worse than PyTorch's own
+    float32 error (plus a small floor).
+    """
+    variant, tmodel, model, variables = converted
+    x = _clip((2, 9, 33, 47, 3), seed=11)
+    xt = torch.from_numpy(np.transpose(x, (0, 4, 1, 2, 3)))
+    runs = {}
+    for dtype in (torch.float64, torch.float32):
+        ref_model = _torch_model(variant).to(dtype).train()
+        with torch.no_grad():
+            feats = ref_model(xt.to(dtype))["features"].double().numpy()
+        runs[dtype] = (feats, {k: v.double().numpy() for k, v in ref_model.state_dict().items()})
+    out, updates = model.apply(variables, jnp.asarray(x), train=True, mutable=["batch_stats"],
+                               rngs={"dropout": jax.random.key(0)})
+    exact, exact_state = runs[torch.float64]
+    torch_err = np.abs(runs[torch.float32][0] - exact).max()
+    our_err = np.abs(np.asarray(out["features"], np.float64) - exact).max()
+    assert our_err <= 2 * torch_err + 1e-4, (variant, our_err, torch_err)
+    if variant == "deepmind":  # Sonnet's decay 0.999 and biased variance: not PyTorch's update
+        return
+    expected = convert_state_dict(exact_state, layout=TORCH_FAMILY[variant]["layout"]).weights
+    for path in (("Conv3d_1a_7x7",), ("Mixed_4b", "b1b"), ("Mixed_5c", "b3b")):
+        stats = updates["batch_stats"]
+        for name in path:
+            stats = stats[name]
+        for leaf in ("mean", "var"):
+            np.testing.assert_allclose(
+                stats["bn"][leaf], expected[("batch_stats", *path, "bn", leaf)],
+                atol=1e-4, rtol=1e-4, err_msg=f"{variant} {path} running {leaf}")

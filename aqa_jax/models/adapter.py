@@ -2,22 +2,162 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from aqa_jax.models.layers import torch_uniform_init
+from aqa_jax.models.layers import Conv3D, ConvImpl, torch_uniform_init
+
+GroupedConvImpl = Literal["shift", "lax"]
+GROUPED_CONV_IMPLS: tuple[str, ...] = ("shift", "lax")
+
+
+def grouped_conv3d_shift(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1, zero "same"-padded grouped 3-D conv written as shifted multiply-adds.
+
+    ``x`` is NDHWC with ``C = G * r`` channels and ``kernel`` is ``(kt, kh, kw, r, G)`` with
+    odd sizes: exactly ``lax.conv_general_dilated(x, kernel, (1, 1, 1), [(k // 2,) * 2] * 3,
+    feature_group_count=G)`` with one output channel per group, which is the adapter's
+    ``down`` conv. It computes the same sums of products in another order (fp32 results
+    agree to ~1e-6); products and sums are in float32 (or wider) whatever ``x.dtype`` is,
+    and the result is cast back to ``x.dtype``.
+
+    Why it exists: XLA:CPU has no fast grouped convolution. It runs the forward and
+    input-gradient grouped convs as a naive loop and rewrites the weight gradient (a
+    ``batch_group_count`` conv) into a large dilated convolution; at 1x16x112x112 the nine
+    adapters' ``down`` convs took ~3 s of a ~4 s PECoP training step. As ``kt*kh*kw``
+    shifted products XLA fuses them into one elementwise loop. The gradient is a custom
+    VJP (the input gradient is the same shifted sum over the padded cotangent with the
+    kernel flipped, the kernel gradient one fused reduction per tap), so that only ``x`` is
+    kept for the backward pass rather than the ``kt*kh*kw`` shifted copies autodiff would
+    save. See docs/PERFORMANCE.md.
+    """
+    *kernel_size, r, groups = kernel.shape
+    c = x.shape[-1]
+    if c != groups * r:
+        raise ValueError(f"grouped_conv3d_shift: {c} channels != {groups} groups x {r} per group")
+    if len(kernel_size) != 3 or any(k % 2 == 0 for k in kernel_size):
+        raise ValueError(f"grouped_conv3d_shift needs an odd 3-D kernel, got {kernel.shape}")
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    return _shift_conv(x.astype(acc_dtype), kernel.astype(acc_dtype)).astype(x.dtype)
+
+
+def _taps(kernel_size) -> list[tuple[int, int, int]]:
+    kt, kh, kw = kernel_size
+    return [(i, j, k) for i in range(kt) for j in range(kh) for k in range(kw)]
+
+
+def _shifted_sum(xp: jax.Array, weights: jax.Array, out_shape, flip: bool) -> jax.Array:
+    """sum over taps of xp[window at tap] * weights[tap (flipped if flip)], summed over r.
+
+    ``xp`` is (B, T', H', W', G, r) (padded), ``weights`` (kt, kh, kw, G, r); returns
+    (B, T, H, W, G, r) before the r-sum, the caller reduces or reshapes.
+    """
+    t, h, w = out_shape
+    kernel_size = weights.shape[:3]
+    acc = None
+    for i, j, k in _taps(kernel_size):
+        wi = (kernel_size[0] - 1 - i, kernel_size[1] - 1 - j, kernel_size[2] - 1 - k) if flip else (i, j, k)
+        term = xp[:, i : i + t, j : j + h, k : k + w] * weights[wi]
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _pad_groups(x: jax.Array, pads, groups: int) -> jax.Array:
+    b, *_, c = x.shape
+    xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    return xp.reshape(b, *xp.shape[1:4], groups, c // groups)
+
+
+@jax.custom_vjp
+def _shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    *kernel_size, _, groups = kernel.shape
+    xp = _pad_groups(x, [(k // 2, k // 2) for k in kernel_size], groups)
+    wt = jnp.swapaxes(kernel, -1, -2)  # (kt, kh, kw, G, r)
+    return jnp.sum(_shifted_sum(xp, wt, x.shape[1:4], flip=False), axis=-1)
+
+
+def _shift_conv_fwd(x: jax.Array, kernel: jax.Array):
+    return _shift_conv(x, kernel), (x, kernel)
+
+
+def _shift_conv_bwd(res, ct: jax.Array):
+    x, kernel = res
+    *kernel_size, _, groups = kernel.shape
+    pads = [(k // 2, k // 2) for k in kernel_size]
+    t, h, w = x.shape[1:4]
+    # dx[q, g, r] = sum_tap ct[q - tap + pad, g] * kernel[tap, r, g]: a shifted sum over the
+    # cotangent padded by (k - 1 - pad) with the kernel flipped.
+    ctp = jnp.pad(ct, [(0, 0), *[(k - 1 - a, k - 1 - b) for k, (a, b) in zip(kernel_size, pads)], (0, 0)])
+    wt = jnp.swapaxes(kernel, -1, -2)
+    dx = _shifted_sum(ctp[..., None], wt, (t, h, w), flip=True).reshape(x.shape)
+    # dkernel[tap, r, g] = sum_q xp[q + tap, g, r] * ct[q, g]
+    xp = _pad_groups(x, pads, groups)
+    dk = jnp.stack(
+        [
+            jnp.sum(xp[:, i : i + t, j : j + h, k : k + w] * ct[..., None], axis=(0, 1, 2, 3))
+            for i, j, k in _taps(kernel_size)
+        ]
+    )  # (taps, G, r)
+    dk = jnp.swapaxes(dk.reshape(*kernel_size, *dk.shape[1:]), -1, -2)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+
+
+class GroupedConv3D(nn.Module):
+    """The adapter's ``down`` conv: 3x3x3, stride 1, zero padding 1, ``C/r`` groups, with bias.
+
+    Parameters ``kernel`` (3, 3, 3, r, C/r) and ``bias`` (C/r,) are laid out exactly like
+    ``nn.Conv(C // r, (3, 3, 3), feature_group_count=C // r)``'s, so checkpoints and
+    converters see no difference. ``impl='shift'`` (default) computes it with
+    :func:`grouped_conv3d_shift`; ``impl='lax'`` with XLA's grouped convolution (what
+    ``nn.Conv`` does), which is the fast choice where the backend has a native grouped conv
+    (cuDNN) and very slow on XLA:CPU.
+    """
+
+    features: int
+    kernel_init: Any
+    bias_init: Any
+    impl: GroupedConvImpl = "shift"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        group_in = channels // self.features
+        kernel = self.param("kernel", self.kernel_init, (3, 3, 3, group_in, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if self.impl == "shift":
+            y = grouped_conv3d_shift(x, kernel)
+        elif self.impl == "lax":
+            y = lax.conv_general_dilated(
+                x,
+                kernel,
+                (1, 1, 1),
+                [(1, 1)] * 3,
+                dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+                feature_group_count=self.features,
+            )
+        else:
+            raise ValueError(f"unknown grouped conv impl {self.impl!r}; use one of {GROUPED_CONV_IMPLS}")
+        return y + bias
 
 
 class Adapter3D(nn.Module):
     """out = x + scale * up(ReLU(down(x))), per PECoP ``models/i3d_adapter.py::ConvAdapter``.
 
     - ``down``: grouped 3x3x3 conv C → C/r with C/r groups (4 input channels per group at
-      r = 4, *not* depthwise), stride 1, zero padding 1, with bias;
+      r = 4, *not* depthwise), stride 1, zero padding 1, with bias (:class:`GroupedConv3D`;
+      ``conv_impl`` picks how it is computed, see there);
     - ReLU, no normalisation;
-    - ``up``: 1x1x1 conv C/r → C with bias;
+    - ``up``: 1x1x1 conv C/r → C with bias (a :class:`~aqa_jax.models.layers.Conv3D`;
+      ``dense_conv_impl`` picks how it is computed);
     - ``scale``: one learnable value per channel (PECoP's ``se``), initialised to 1.
 
     Weights use PyTorch's default Conv3d init, as PECoP does (the adapter starts as a random,
@@ -28,6 +168,8 @@ class Adapter3D(nn.Module):
     reduction: int = 4
     zero_init: bool = False
     dtype: Any = jnp.float32
+    conv_impl: GroupedConvImpl = "shift"
+    dense_conv_impl: ConvImpl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -39,12 +181,8 @@ class Adapter3D(nn.Module):
         hidden = channels // self.reduction
         group_in = channels // hidden
         down_fan_in = group_in * 27
-        h = nn.Conv(
+        h = GroupedConv3D(
             hidden,
-            (3, 3, 3),
-            padding=[(1, 1)] * 3,
-            feature_group_count=hidden,
-            dtype=self.dtype,
             kernel_init=nn.with_logical_partitioning(
                 torch_uniform_init(down_fan_in),
                 ("kernel_t", "kernel_h", "kernel_w", "adapter_group_in", "adapter_hidden"),
@@ -52,14 +190,17 @@ class Adapter3D(nn.Module):
             bias_init=nn.with_logical_partitioning(
                 torch_uniform_init(down_fan_in), ("adapter_hidden",)
             ),
+            impl=self.conv_impl,
+            dtype=self.dtype,
             name="down",
         )(x)
         h = nn.relu(h)
         up_init = nn.initializers.zeros_init() if self.zero_init else torch_uniform_init(hidden)
-        h = nn.Conv(
+        h = Conv3D(
             channels,
             (1, 1, 1),
             dtype=self.dtype,
+            impl=self.dense_conv_impl,
             kernel_init=nn.with_logical_partitioning(
                 up_init, ("kernel_t", "kernel_h", "kernel_w", "adapter_hidden", "conv_out")
             ),

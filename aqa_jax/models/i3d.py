@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aqa_jax.models.adapter import Adapter3D
-from aqa_jax.models.layers import PaddingMode, Unit3D, avg_pool3d_valid, max_pool3d
+from aqa_jax.models.adapter import Adapter3D, GroupedConvImpl
+from aqa_jax.models.layers import ConvImpl, PaddingMode, Unit3D, avg_pool3d_valid, max_pool3d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +38,13 @@ class I3DNumerics:
     padding: PaddingMode
     pool_pad_value: float
     pool_ceil_mode: bool
+    bn_unbiased_running_var: bool  # PyTorch updates running var with the unbiased estimate
 
 
 VARIANTS: dict[str, I3DNumerics] = {
-    "deepmind": I3DNumerics(False, 1e-3, 0.999, "tf_same", -math.inf, False),
-    "pecop": I3DNumerics(True, 1e-5, 0.9, "static_same", 0.0, True),
-    "piergiaj": I3DNumerics(True, 1e-3, 0.99, "tf_same", 0.0, False),
+    "deepmind": I3DNumerics(False, 1e-3, 0.999, "tf_same", -math.inf, False, False),
+    "pecop": I3DNumerics(True, 1e-5, 0.9, "static_same", 0.0, True, True),
+    "piergiaj": I3DNumerics(True, 1e-3, 0.99, "tf_same", 0.0, False, True),
 }
 
 # Inception block channel lists [b0, b1a, b1b, b2a, b2b, b3b] (Carreira & Zisserman 2017).
@@ -111,6 +112,8 @@ class InceptionBlock(nn.Module):
     adapter: bool = False
     adapter_reduction: int = 4
     adapter_zero_init: bool = False
+    adapter_conv: GroupedConvImpl = "shift"
+    conv_impl: ConvImpl = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -121,7 +124,9 @@ class InceptionBlock(nn.Module):
             bn_scale=num.bn_scale,
             bn_eps=num.bn_eps,
             bn_momentum=num.bn_momentum,
+            bn_unbiased_running_var=num.bn_unbiased_running_var,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
         )
         c0, c1a, c1b, c2a, c2b, c3b = self.channels
         kw = dict(use_running_average=use_running_average)
@@ -142,7 +147,12 @@ class InceptionBlock(nn.Module):
         out = jnp.concatenate([b0, b1, b2, b3], axis=-1)
         if self.adapter:
             out = Adapter3D(
-                self.adapter_reduction, self.adapter_zero_init, dtype=self.dtype, name="adapter"
+                self.adapter_reduction,
+                self.adapter_zero_init,
+                dtype=self.dtype,
+                conv_impl=self.adapter_conv,
+                dense_conv_impl=self.conv_impl,
+                name="adapter",
             )(out)
         return out
 
@@ -160,6 +170,15 @@ class InceptionI3d(nn.Module):
       adapter_blocks: Mixed blocks that get a 3D-Adapter; PECoP uses all nine.
       adapter_reduction: bottleneck ratio λ (PECoP: 4).
       adapter_zero_init: start adapters as the identity (not PECoP's default).
+      adapter_conv: how the adapters' grouped conv is computed: ``'shift'`` (shifted
+        multiply-adds; the default, ~30x faster than ``'lax'`` on XLA:CPU) or ``'lax'``
+        (XLA's grouped convolution). Same parameters and, up to fp32 rounding, same
+        results; see :class:`~aqa_jax.models.adapter.GroupedConv3D`, docs/PERFORMANCE.md.
+      conv_impl: how the dense convs are computed (:func:`~aqa_jax.models.layers.conv3d`):
+        ``'xla'`` (one 3-D ``conv_general_dilated``), ``'planes'`` (matmuls and 2-D convs
+        over temporal taps, much faster on XLA:CPU) or ``'auto'`` (``'planes'`` on the CPU
+        backend, ``'xla'`` elsewhere; the default). Same parameters, same results up to
+        fp32 rounding.
       num_classes: width of the logits layer (400 for Kinetics-400).
       dropout_rate: drop probability before the logits.
       dtype: compute dtype (params stay float32).
@@ -169,6 +188,8 @@ class InceptionI3d(nn.Module):
     adapter_blocks: Sequence[str] = ()
     adapter_reduction: int = 4
     adapter_zero_init: bool = False
+    adapter_conv: GroupedConvImpl = "shift"
+    conv_impl: ConvImpl = "auto"
     num_classes: int = 400
     dropout_rate: float = 0.5
     final_endpoint: str = "Logits"
@@ -205,7 +226,9 @@ class InceptionI3d(nn.Module):
                     bn_scale=num.bn_scale,
                     bn_eps=num.bn_eps,
                     bn_momentum=num.bn_momentum,
+                    bn_unbiased_running_var=num.bn_unbiased_running_var,
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                     name=name,
                 )(x, use_running_average=ura)
             elif name in _POOLS:
@@ -225,6 +248,8 @@ class InceptionI3d(nn.Module):
                     adapter=name in self.adapter_blocks,
                     adapter_reduction=self.adapter_reduction,
                     adapter_zero_init=self.adapter_zero_init,
+                    adapter_conv=self.adapter_conv,
+                    conv_impl=self.conv_impl,
                     dtype=self.dtype,
                     name=name,
                 )(x, use_running_average=ura)
@@ -240,6 +265,7 @@ class InceptionI3d(nn.Module):
                     activation=False,
                     kernel_axes=("kernel_t", "kernel_h", "kernel_w", "embed", "classes"),
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                     name="Logits",
                 )(h)
                 x = jnp.mean(h, axis=(1, 2, 3))

@@ -70,22 +70,34 @@ def max_pool3d(
     after a ReLU, different once adapters make a block's output negative.
     ``ceil_mode`` adds the extra trailing window of PyTorch's ``MaxPool3d(ceil_mode=True)``;
     the part of that window past the end is ignored (-inf), as in PyTorch.
+
+    Computed as three 1-D max-pools (W, then H, then T), each a chain of
+    ``where(v > best, v, best)`` over strided slices: the same maxima as a 3-D
+    ``reduce_window`` (bit for bit), and the gradient goes to the first maximum of each window
+    in (t, h, w) order, which is PyTorch's rule. XLA:CPU differentiates ``reduce_window`` max
+    through an index-tracking variadic reduce-window plus a scatter, which took ~20% of a
+    PECoP training step; these slices and selects fuse into a few elementwise loops.
     """
     pads = [same_pads(x.shape[1 + i], window[i], strides[i], padding) for i in range(3)]
     if pad_value != -math.inf and any(p != (0, 0) for p in pads):
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=pad_value)
         pads = [(0, 0)] * 3
-    window_pads = []
+    window_pads, outs = [], []
     for i in range(3):
         length = x.shape[1 + i] + sum(pads[i])
         out = pooled_length(length, window[i], strides[i], ceil_mode)
         extra = max((out - 1) * strides[i] + window[i] - length, 0)
         window_pads.append((pads[i][0], pads[i][1] + extra))
-    # A concrete numpy identity lets JAX recognise reduce_window_max (differentiable).
-    init = np.array(-np.inf, dtype=x.dtype)
-    return lax.reduce_window(
-        x, init, lax.max, (1, *window, 1), (1, *strides, 1), [(0, 0), *window_pads, (0, 0)]
-    )
+        outs.append(out)
+    if any(p != (0, 0) for p in window_pads):
+        x = jnp.pad(x, [(0, 0), *window_pads, (0, 0)], constant_values=-jnp.inf)
+    for i in (2, 1, 0):  # innermost axis first, so ties resolve in (t, h, w) scan order
+        best = None
+        for j in range(window[i]):
+            v = lax.slice_in_dim(x, j, j + (outs[i] - 1) * strides[i] + 1, strides[i], axis=1 + i)
+            best = v if best is None else jnp.where(v > best, v, best)
+        x = best
+    return x
 
 
 def avg_pool3d_valid(x: jax.Array, window: Triple) -> jax.Array:
@@ -114,11 +126,174 @@ def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:
     return init
 
 
+ConvImpl = Literal["auto", "xla", "planes"]
+CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "planes")
+
+
+def resolve_conv_impl(impl: str) -> str:
+    """``'auto'`` → ``'planes'`` when JAX's default backend is the CPU, else ``'xla'``."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv impl {impl!r}; use one of {CONV_IMPLS}")
+    if impl == "auto":
+        return "planes" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def conv3d(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Triple,
+    pads: Sequence[tuple[int, int]],
+    impl: str = "auto",
+) -> jax.Array:
+    """Dense 3-D convolution, NDHWC input, DHWIO kernel, explicit (front, back) zero padding.
+
+    ``impl='xla'`` is one ``lax.conv_general_dilated`` (what ``nn.Conv`` does).
+    ``impl='planes'`` computes the same sums of products through ops XLA:CPU runs fast:
+    a 1x1x1 conv is a matmul, and a (kt, kh, kw) conv is a sum over its kt temporal taps of
+    2-D convs on the (B*T, H, W, C) planes — or, when kt * C_in is small (the RGB stem), one
+    2-D conv on the taps stacked along channels. XLA:CPU sends 2-D convs and matmuls to its
+    YNNPACK library but runs 3-D convs through a much slower Eigen path (its 7x7x7 stem is
+    ~7x slower than PyTorch/oneDNN). Results equal ``'xla'`` up to float32 summation order
+    (~1e-6 relative); with a low-precision ``x`` the taps are summed in float32.
+    ``'auto'`` picks ``'planes'`` on the CPU backend and ``'xla'`` elsewhere.
+    """
+    impl = resolve_conv_impl(impl)
+    pads = [tuple(p) for p in pads]
+    if impl == "xla":
+        return lax.conv_general_dilated(
+            x, kernel, strides, pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+        )
+    kt, kh, kw, cin, cout = kernel.shape
+    st, sh, sw = strides
+    if (kt, kh, kw) == (1, 1, 1) and all(p == (0, 0) for p in pads):
+        if (st, sh, sw) != (1, 1, 1):
+            x = x[:, ::st, ::sh, ::sw]
+        return lax.dot_general(x, kernel[0, 0, 0], (((4,), (0,)), ((), ())))
+    x = jnp.pad(x, [(0, 0), pads[0], (0, 0), (0, 0), (0, 0)])
+    b, tp, h, w, c = x.shape
+    t_out = (tp - kt) // st + 1
+    planes = [
+        lax.slice_in_dim(x, a, a + (t_out - 1) * st + 1, st, axis=1).reshape(b * t_out, h, w, c)
+        for a in range(kt)
+    ]
+    acc_type = None if x.dtype == jnp.float32 else jnp.promote_types(x.dtype, jnp.float32)
+
+    def conv2d(inp: jax.Array, k: jax.Array) -> jax.Array:
+        return lax.conv_general_dilated(
+            inp,
+            k,
+            (sh, sw),
+            pads[1:],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=acc_type,
+        )
+
+    if kt * cin <= 64:
+        y = conv2d(
+            jnp.concatenate(planes, axis=-1),
+            jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, kt * cin, cout),
+        )
+    else:
+        y = conv2d(planes[0], kernel[0])
+        for a in range(1, kt):
+            y = y + conv2d(planes[a], kernel[a])
+    y = y.astype(x.dtype)
+    return y.reshape(b, t_out, *y.shape[1:])
+
+
+class Conv3D(nn.Module):
+    """``nn.Conv`` for 3-D kernels with the same parameters (``kernel`` DHWIO, ``bias``) and
+    init arguments, computed by :func:`conv3d` (``impl`` chooses how).
+
+    ``padding`` is ``'SAME'`` (XLA/TF SAME, from the input size) or explicit (front, back)
+    pairs, as :func:`conv_padding` returns.
+    """
+
+    features: int
+    kernel_size: Triple
+    strides: Triple = (1, 1, 1)
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+    impl: ConvImpl = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features)
+        )
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if self.padding == "SAME":
+            pads = [
+                same_pads(x.shape[1 + i], self.kernel_size[i], self.strides[i], "tf_same")
+                for i in range(3)
+            ]
+        else:
+            pads = list(self.padding)
+        y = conv3d(x, kernel, self.strides, pads, self.impl)
+        if bias is not None:
+            y = y + bias
+        return y
+
+
 def conv_padding(kernel: Triple, strides: Triple, mode: PaddingMode) -> str | list[tuple[int, int]]:
     """Padding argument for ``nn.Conv``: XLA's 'SAME' is exactly TF SAME; static is explicit."""
     if mode == "tf_same":
         return "SAME"
     return [same_pads(0, k, s, "static_same") for k, s in zip(kernel, strides)]
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over all but the channel axis, with PyTorch's running-var option.
+
+    Variables match ``flax.linen.BatchNorm`` (params ``scale``/``bias``, batch_stats
+    ``mean``/``var``). Batch statistics use a two-pass variance in float32. With
+    ``unbiased_running_var`` the running variance is updated with the unbiased batch
+    variance (x n/(n-1)), as ``torch.nn.BatchNorm3d`` does — what PECoP's pretraining does to
+    the backbone statistics; Sonnet/Flax use the biased one. Normalisation always uses the
+    biased batch variance, as all of them do.
+    """
+
+    use_scale: bool = True
+    epsilon: float = 1e-5
+    momentum: float = 0.9
+    unbiased_running_var: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
+        channels = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            xf = x.astype(jnp.float32)
+            mean = jnp.mean(xf, axes)
+            var = jnp.mean(jnp.square(xf - mean), axes)
+            if not self.is_initializing():
+                n = math.prod(x.shape[:-1])
+                update_var = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * mean
+                ra_var.value = m * ra_var.value + (1 - m) * update_var
+        y = (x.astype(jnp.float32) - mean) * lax.rsqrt(var + self.epsilon)
+        if self.use_scale:
+            y = y * self.param(
+                "scale",
+                nn.with_logical_partitioning(nn.initializers.ones_init(), ("conv_out",)),
+                (channels,),
+            )
+        y = y + self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+            (channels,),
+        )
+        return y.astype(self.dtype)
 
 
 class Unit3D(nn.Module):
@@ -137,12 +312,14 @@ class Unit3D(nn.Module):
     bn_scale: bool = False
     bn_eps: float = 1e-3
     bn_momentum: float = 0.999
+    bn_unbiased_running_var: bool = False
     kernel_axes: tuple[str, ...] = CONV_KERNEL_AXES
     dtype: Any = jnp.float32
+    conv_impl: ConvImpl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, use_running_average: bool = True) -> jax.Array:
-        x = nn.Conv(
+        x = Conv3D(
             self.features,
             self.kernel,
             strides=self.strides,
@@ -155,19 +332,18 @@ class Unit3D(nn.Module):
             bias_init=nn.with_logical_partitioning(
                 nn.initializers.zeros_init(), self.kernel_axes[-1:]
             ),
+            impl=self.conv_impl,
             name="conv",
         )(x)
         if self.use_bn:
-            x = nn.BatchNorm(
-                use_running_average=use_running_average,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_eps,
+            x = BatchNorm(
                 use_scale=self.bn_scale,
+                epsilon=self.bn_eps,
+                momentum=self.bn_momentum,
+                unbiased_running_var=self.bn_unbiased_running_var,
                 dtype=self.dtype,
-                scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("conv_out",)),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
                 name="bn",
-            )(x)
+            )(x, use_running_average=use_running_average)
         if self.activation:
             x = nn.relu(x)
         return x
