@@ -36,6 +36,8 @@ wrong-width or non-finite ``.npy``, one naming the sample and the file.
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import math
 import re
@@ -123,12 +125,13 @@ class ClipFeatureBuilder(AQAVideoBuilder, skip_registration=True):
     def extra_features(self) -> dict[str, Any]:
         return self.label_features()
 
+    @abc.abstractmethod
     def label_features(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The dataset's label features (besides id, features, num_clips, score)."""
 
+    @abc.abstractmethod
     def labels(self, name: str, values: dict[str, float], where: str) -> dict[str, Any] | None:
         """Extra feature values of a row, or None when the row belongs to another config."""
-        raise NotImplementedError
 
     # --- inputs -----------------------------------------------------------------------------
     def find_root(self, manual: Path) -> Path:
