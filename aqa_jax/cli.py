@@ -38,6 +38,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from aqa_jax.config_args import apply_overrides, load_config
+    from aqa_jax.train.sharding import initialize_distributed
+
+    initialize_distributed()
+    from aqa_jax.train.loop import train
+
+    config = apply_overrides(load_config(args.config), args.set or [])
+    if args.data_dir:
+        config.data.data_dir = args.data_dir
+    summary = train(config, args.workdir)
+    counts = summary["param_counts"]
+    print(f"trained {summary['steps']} steps in {args.workdir}: {counts['trainable']:,} of "
+          f"{counts['total']:,} parameters trainable ({counts['adapter']:,} in adapters)")
+    for split in [k for k in summary if k not in ("steps", "param_counts")]:
+        print(f"  {split}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items()))
+    return 0
+
+
+def _export_adapters(args: argparse.Namespace) -> int:
+    from aqa_jax.train.checkpoint import Checkpointer, save_adapters_npz
+
+    ckpt = Checkpointer(args.workdir, read_only=True)
+    step = args.step if args.step is not None else ckpt.latest_step()
+    if step is None or step not in ckpt.all_steps():
+        raise FileNotFoundError(
+            f"no checkpoint {'at step ' + str(step) if step is not None else ''} in "
+            f"{ckpt.directory}; steps there: {ckpt.all_steps()}"
+        )
+    adapters = ckpt.restore_item(step, "adapters")
+    ckpt.close()
+    if not adapters:
+        raise ValueError(f"the step-{step} checkpoint of {args.workdir} has no adapters "
+                         "(its model was built without adapter_blocks)")
+    out = save_adapters_npz(adapters, args.out)
+    print(f"wrote the adapters of step {step} to {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def _build_data(args: argparse.Namespace) -> int:
     from aqa_jax.data.registry import build
 
@@ -102,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="target numerics (default: the layout's own family)")
     conv.set_defaults(func=_convert_weights)
 
+    pre = sub.add_parser("pretrain", help="PECoP continual pretraining (or any training config)")
+    pre.add_argument("--config", required=True, help="configs/pecop.py[:args], e.g. "
+                     "configs/pecop.py:dataset=pd4t,task=gait")
+    pre.add_argument("--workdir", required=True, help="checkpoints, metrics and plots go here; "
+                     "an existing run there is resumed")
+    pre.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set optimizer.lr=0.001 (repeatable)")
+    pre.add_argument("--data-dir", help="where the built datasets are (default: $AQA_JAX_DATA_DIR)")
+    pre.set_defaults(func=_pretrain)
+
+    exp = sub.add_parser("export-adapters", help="write a run's 3D-Adapters alone as .npz")
+    exp.add_argument("workdir", help="the --workdir of a training run")
+    exp.add_argument("out", help="output .npz path")
+    exp.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    exp.set_defaults(func=_export_adapters)
+
     data = sub.add_parser("build-data", help="build a dataset (tfds_builders/NAME) into ArrayRecord")
     data.add_argument("name", help="dataset builder, e.g. synthetic_aqa, pd4t, mtl_aqa")
     data.add_argument("--config", default=None, help="builder config, e.g. finger_tapping")
@@ -134,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as err:
         print(f"aqa-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # e.g. NonFiniteLossError: the message says what to do
+        if type(err).__name__ != "NonFiniteLossError":
+            raise
+        print(f"aqa-jax {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -43,3 +43,30 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path} has no get_config(arg) function")
     return module.get_config(arg or None)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Applies ``["optimizer.lr=0.001", "total_steps=50", ...]`` (as ``--config.x=y`` does):
+    values are parsed as Python literals when they can be, and the key must exist."""
+    import ast
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key.path=value")
+        *parents, leaf = key.strip().split(".")
+        node = config
+        for name in parents:
+            if name not in node:
+                raise ValueError(f"override {item!r}: the config has no {name!r} under it")
+            node = node[name]
+        if leaf not in node:
+            raise ValueError(f"override {item!r}: the config has no key {key!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        if isinstance(node[leaf], float) and isinstance(value, int):
+            value = float(value)
+        node[leaf] = value
+    return config

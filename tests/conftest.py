@@ -22,3 +22,13 @@ def real_annotations() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A data dir holding the built ``synthetic_aqa/finger_tapping_tiny`` (8 + 4 videos)."""
+    from aqa_jax.data.registry import build
+
+    data_dir = tmp_path_factory.mktemp("aqa_data")
+    build("synthetic_aqa", "finger_tapping_tiny", data_dir=str(data_dir))
+    return data_dir

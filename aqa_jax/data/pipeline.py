@@ -1,7 +1,8 @@
 """grain pipelines from TFDS data sources to batches of clips.
 
-``source → per-process shard → seeded shuffle + repeat (train) → sample a clip, decode only its
-frames, transform → batch (drop_remainder) → iterator``; the iterator's state
+training: ``source → repeat → seeded shuffle → repeat epochs → sample a clip, decode only its
+frames, transform → this process's part of each global batch → batch → iterator``; evaluation:
+``source → per-process shard → deterministic sample → batch``; the iterator's state
 (``get_state``/``set_state``) restores the stream exactly, and worker processes are optional.
 
 A *clip sampler* turns one record into one example and is a plain callable
@@ -13,6 +14,7 @@ fine-tuning methods.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import grain
@@ -46,14 +48,15 @@ class VSPPSampler:
 
     def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
         sample = _text(record["id"])
-        if rng is None:
-            rng = np.random.default_rng(abs(hash(sample)) % (2**32))
+        if rng is None:  # crc32, not hash(): str hashes differ between processes
+            rng = np.random.default_rng(zlib.crc32(sample.encode()))
         idx, speed, segment = sample_pecop_vspp(
             rng, int(record["num_frames"]), fr=self.fr, max_sr=self.max_sr,
             max_segment=self.max_segment, clip_len=self.clip_len,
         )
         frames = decode_frames(record["frames"], idx, source=sample)
         return {
+            "id": sample,
             "clip": apply_transform(frames, self.preset, rng=rng),
             "speed": np.int32(speed),
             "segment": np.int32(segment),
@@ -103,7 +106,7 @@ class FrameClipSampler:
         clip = apply_transform(frames, self.preset, rng=rng)
         if self.clip_starts is not None:
             clip = clip[split_clips(np.arange(len(idx)), self.clip_starts, self.clip_len)]
-        example = {"clip": clip, "score": np.float32(record["score"])}
+        example = {"id": sample, "clip": clip, "score": np.float32(record["score"])}
         for key in self.label_keys:
             example[key] = np.asarray(record[key])
         return example
@@ -125,6 +128,43 @@ class _SampleEval(grain.transforms.Map):
         return self.sampler(record, None)
 
 
+class _SampleEvalDraws(grain.transforms.MapWithIndex):
+    """Evaluation with several draws per record: draw ``d`` of a record uses a generator seeded
+    by (d, crc32(id)), the same in every run and on every process."""
+
+    def __init__(self, sampler: ClipSampler, num_records: int):
+        self.sampler = sampler
+        self.num_records = num_records
+
+    def map_with_index(self, index: int, record: Record) -> dict[str, Any]:
+        draw = index // self.num_records
+        seed = [draw, zlib.crc32(_text(record["id"]).encode())]
+        return self.sampler(record, np.random.default_rng(seed))
+
+
+class _ProcessSlice(grain.MapDataset):
+    """Process ``index``'s share of each global batch of a (shuffled, sampled) global stream:
+    elements ``[k*G + index*L, k*G + (index+1)*L)`` of batch ``k`` (``L`` = per-process batch,
+    ``G = L * count``)."""
+
+    def __init__(self, parent: grain.MapDataset, local_batch: int, count: int, index: int):
+        super().__init__(parent)
+        self._local, self._global, self._index = local_batch, local_batch * count, index
+        self._length = len(parent) // self._global * local_batch
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        batch, offset = divmod(index, self._local)
+        return self._parent[batch * self._global + self._index * self._local + offset]
+
+    def __str__(self) -> str:
+        return f"_ProcessSlice(local={self._local}, global={self._global}, index={self._index})"
+
+
 def make_dataset(
     source: Sequence[Record],
     sampler: ClipSampler,
@@ -133,6 +173,7 @@ def make_dataset(
     train: bool,
     seed: int = 0,
     num_epochs: int | None = None,
+    repeat: int = 1,
     shard_index: int | None = None,
     shard_count: int | None = None,
     drop_remainder: bool | None = None,
@@ -146,8 +187,15 @@ def make_dataset(
       batch_size: examples per batch on this process.
       train: shuffle (seeded), repeat ``num_epochs`` times (None: forever), random sampling;
         otherwise one ordered pass with deterministic sampling.
-      shard_index, shard_count: this process's slice of the records (default: JAX's process
-        index and count), so each host reads different samples.
+      repeat: in training, each record appears this many times per epoch (PECoP repeats its
+        training list x20 inside the dataset, so one "epoch" is 20 passes, each clip drawn anew).
+        In evaluation, ``repeat > 1`` evaluates that many seeded random draws per record (the
+        VSPP pretext task has no canonical clip); 1 gives the deterministic canonical clip.
+      shard_index, shard_count: this process and the number of processes (default: JAX's).
+        Training: every process follows the same seeded global stream and takes its
+        ``batch_size`` slice of each global batch (``batch_size * shard_count`` examples), so
+        the global batches, clips included, are the same for any number of processes.
+        Evaluation: each process reads every ``shard_count``-th record.
       drop_remainder: default True in training, False in evaluation.
       worker_count: grain worker processes for decoding (0 = in-process).
     """
@@ -155,14 +203,26 @@ def make_dataset(
         import jax
 
         shard_index, shard_count = jax.process_index(), jax.process_count()
-    ds = grain.MapDataset.source(source)[shard_index::shard_count]
-    if len(ds) == 0:
-        raise ValueError(f"shard {shard_index}/{shard_count} of the source has no records")
     if train:
+        # One global stream (same seed everywhere), each process taking its part of every
+        # global batch: the global batches do not depend on the number of processes.
+        ds = grain.MapDataset.source(source)
+        if len(ds) == 0:
+            raise ValueError("the training source has no records")
+        if repeat > 1:
+            ds = ds.repeat(repeat)
         ds = ds.shuffle(seed=seed).repeat(num_epochs)
         ds = ds.random_map(_Sample(sampler), seed=seed)
+        if shard_count > 1:
+            ds = _ProcessSlice(ds, batch_size, shard_count, shard_index)
     else:
-        ds = ds.map(_SampleEval(sampler))
+        ds = grain.MapDataset.source(source)[shard_index::shard_count]
+        if len(ds) == 0:
+            raise ValueError(f"shard {shard_index}/{shard_count} of the source has no records")
+        if repeat > 1:
+            ds = ds.repeat(repeat).map_with_index(_SampleEvalDraws(sampler, len(ds)))
+        else:
+            ds = ds.map(_SampleEval(sampler))
     if drop_remainder is None:
         drop_remainder = train
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

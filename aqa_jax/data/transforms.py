@@ -16,8 +16,9 @@ Presets (see reference aqa_methods.md §1.5, pecop_i3d.md §2):
 - ``musdl``: MUSDL/MTL-AQA: PIL ``resize((455, 256))`` → 256 high × 455 wide (not swapped),
   crop 224, ImageNet mean/std. (The official code draws the PIL filter at random per frame;
   we use bilinear.)
-- ``deepmind_112`` / ``deepmind_64``: the ``deepmind`` recipe at short side 128 / 64 and crop
-  112 / 64, for debug configs and CPU demos (not an official pipeline).
+- ``deepmind_112`` / ``deepmind_64`` / ``deepmind_32``: the ``deepmind`` recipe at short side
+  128 / 64 / 32 and crop 112 / 64 / 32, for debug configs and CPU demos (not an official
+  pipeline).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ PRESETS: dict[str, TransformPreset] = {
     # Low-resolution variants for debug configs and CPU demos (not an official pipeline).
     "deepmind_112": TransformPreset(("short_side", 128), "cv2_bilinear", 112, "rgb", "minus_one_one"),
     "deepmind_64": TransformPreset(("short_side", 64), "cv2_bilinear", 64, "rgb", "minus_one_one"),
+    "deepmind_32": TransformPreset(("short_side", 32), "cv2_bilinear", 32, "rgb", "minus_one_one"),
 }
 
 

@@ -107,6 +107,9 @@ def load_i3d_kinetics400(
         their init; for variants with a BN scale (``pecop``, ``piergiaj``) the scale is set to
         ones, exactly as hassony2's TF→PyTorch conversion does.
       path: the weights pickle; defaults to :func:`kinetics400_weights_path`.
+
+    A model cut before ``Logits`` (``final_endpoint``) gets the layers it has; PECoP's VSPP
+    network, for one, leaves the 400-way classifier out.
     """
     path = Path(path) if path is not None else kinetics400_weights_path()
     source = _read_kinetics400(str(path.resolve()))
@@ -119,6 +122,9 @@ def load_i3d_kinetics400(
             )
         )
         variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(variables))
+    # A model cut before the end (PECoP's VSPP network stops at AvgPool) takes what it has.
+    present = set(variables["params"])
+    source = {k: v for k, v in source.items() if k[1] in present}
     return fill_variables(
         variables, source, ones_if_missing=("scale",), source_name=f"Kinetics-400 weights {path}"
     )

@@ -1,0 +1,131 @@
+"""Orbax checkpoints of a training run: the full state, the adapters alone, the data iterator
+and the config, saved together per step.
+
+Layout: ``<workdir>/checkpoints/<step>/{state, adapters, data_iter, config}``. Orbax writes a
+step into a temporary directory and renames it only once every item is complete, so a run
+killed mid-save leaves no step that :meth:`Checkpointer.latest_step` would pick. Saves are
+asynchronous (the next training steps overlap the write) and the newest ``max_to_keep``
+steps are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from aqa_jax.train.partition import label_of
+
+ITEMS = ("state", "adapters", "data_iter", "config")
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+    return Path(workdir).absolute() / "checkpoints"
+
+
+def adapter_subtree(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaves of ``params`` labelled ``adapter`` (PECoP's 3D-Adapters), same nesting."""
+    flat = traverse_util.flatten_dict(dict(params))
+    return traverse_util.unflatten_dict({k: v for k, v in flat.items() if label_of(k) == "adapter"})
+
+
+class Checkpointer:
+    """Saves and restores the items of a run (see module docstring)."""
+
+    def __init__(
+        self, workdir: str | Path, *, max_to_keep: int = 3, async_save: bool = True,
+        read_only: bool = False,
+    ):
+        self.directory = checkpoint_dir(workdir)
+        if read_only and not self.directory.is_dir():
+            raise FileNotFoundError(
+                f"{workdir} has no checkpoints/ folder; is it the --workdir of a training run?"
+            )
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            item_names=ITEMS,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "adapters": ocp.StandardCheckpointHandler(),
+                "data_iter": grain.checkpoint.CheckpointHandler(),
+                "config": ocp.JsonCheckpointHandler(),
+            },
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep,
+                create=not read_only,
+                enable_async_checkpointing=async_save,
+                read_only=read_only,
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(
+        self, step: int, state: Any, data_iter: Any, config: Mapping[str, Any]
+    ) -> None:
+        """Starts saving ``step`` (asynchronously); :meth:`wait` blocks until it is on disk."""
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                adapters=ocp.args.StandardSave(adapter_subtree(state.params)),
+                data_iter=grain.checkpoint.CheckpointSave(data_iter),
+                config=ocp.args.JsonSave(json.loads(json.dumps(dict(config), default=str))),
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
+        """The state of ``step`` laid out as ``abstract_state`` (its shardings: any mesh);
+        also rewinds ``data_iter`` to where that step left it."""
+        items = dict(state=ocp.args.StandardRestore(abstract_state))
+        if data_iter is not None:
+            items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+        return self.manager.restore(step, args=ocp.args.Composite(**items)).state
+
+    def restore_item(self, step: int, item: str, abstract: Any | None = None) -> Any:
+        """One item alone (e.g. ``adapters``); without ``abstract``, whole arrays on this
+        process's first device, whatever mesh saved them."""
+        if item == "config":
+            args = ocp.args.JsonRestore()
+        else:
+            if abstract is None:  # whole arrays on this process's first device
+                device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                abstract = jax.tree.map(
+                    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                    self.manager.item_metadata(step)[item],
+                )
+            args = ocp.args.StandardRestore(abstract)
+        return self.manager.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def save_adapters_npz(adapters: Mapping[str, Any], path: str | Path) -> Path:
+    """Writes an adapters tree as ``.npz`` with ``'Mixed_3b/adapter/down/kernel'``-style keys."""
+    flat = traverse_util.flatten_dict(dict(adapters))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{"/".join(k): np.asarray(jax.device_get(v)) for k, v in flat.items()})
+    return path
+
+
+def load_adapters_npz(path: str | Path) -> dict[str, Any]:
+    """Inverse of :func:`save_adapters_npz`."""
+    with np.load(path) as data:
+        return traverse_util.unflatten_dict({tuple(k.split("/")): data[k] for k in data.files})

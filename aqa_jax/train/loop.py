@@ -1,0 +1,261 @@
+"""The training loop shared by every method: ``train(config, workdir)``.
+
+builder → ``tfds.data_source`` → grain pipeline (this process's shard) → global batch on the
+mesh → jitted ``train_step`` (donated, explicitly sharded state) → metrics (TensorBoard, JSONL,
+progress bar) → orbax checkpoint (state, adapters, data iterator, config). A run whose
+workdir already holds a checkpoint resumes from it and produces the same result as an
+uninterrupted run with the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
+
+from aqa_jax.data.pipeline import make_dataset
+from aqa_jax.data.registry import data_source
+from aqa_jax.methods import get_method
+from aqa_jax.methods.base import Method
+from aqa_jax.train.checkpoint import Checkpointer
+from aqa_jax.train.metrics_writer import CURVE_PNG, JSONL, MetricsWriter, plot_learning_curves, read_jsonl
+from aqa_jax.train.optimizer import make_optimizer
+from aqa_jax.train.partition import trainable_predicate
+from aqa_jax.train.sharding import batch_sharding, global_batch, make_mesh, replicated
+from aqa_jax.train.state import abstract_state, abstract_variables, create_train_state, state_shardings
+from aqa_jax.train.step import make_predict_step, make_train_step
+
+import flax.linen as nn
+from flax import traverse_util
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradients became NaN/Inf; the message says where and what to do."""
+
+
+def _split_host(batch: Mapping[str, Any], host_keys: tuple[str, ...]):
+    device = {k: v for k, v in batch.items() if k not in host_keys}
+    host = {k: v for k, v in batch.items() if k in host_keys}
+    return device, host
+
+
+def _ids(host: Mapping[str, Any]) -> list[str]:
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.ravel(host.get("id", []))]
+
+
+class _Run:
+    """Everything derived from the config that training and evaluation share."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        self.config = config
+        self.workdir = Path(workdir).absolute()
+        num_devices = int(config.get("num_devices", 0))  # 0: all (fewer: scaling studies, tests)
+        self.mesh = make_mesh(config.mesh, jax.devices()[:num_devices] if num_devices else None)
+        self.method: Method = get_method(config.method)(config)
+        self.model = self.method.build_model()
+        self.k = int(config.get("step_per_update", 1))
+        pc = jax.process_count()
+        if config.batch_size % pc:
+            raise ValueError(f"config.batch_size={config.batch_size} is not a multiple of the "
+                             f"{pc} processes")
+        self.local_batch = config.batch_size // pc
+        d = config.data
+        self.train_source = data_source(d.name, d.get("config"), d.train_split, data_dir=d.get("data_dir"))
+        self.repeat = int(d.get("repeat", 1))
+        self.steps_per_epoch = len(self.train_source) * self.repeat // (config.batch_size * self.k)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{d.name}/{d.get('config')} {d.train_split} has {len(self.train_source)} records: "
+                f"fewer than one step of batch_size {config.batch_size} x step_per_update {self.k}"
+            )
+        self.total_steps = int(config.get("total_steps") or config.num_epochs * self.steps_per_epoch)
+        rng = np.random.default_rng(0)
+        one = self.method.sampler(True)(self.train_source[0], rng)
+        device_part, _ = _split_host(one, self.method.host_keys)
+        self.example = {k: np.asarray(v)[None] for k, v in device_part.items()}
+        abstract_params = nn.unbox(abstract_variables(self.model, self.example)["params"])
+        self.tx, self.schedule = make_optimizer(
+            config.optimizer, abstract_params, config.trainable,
+            steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+        )
+        self.rules = [tuple(r) for r in config.logical_axis_rules]
+        self.shardings = state_shardings(self.model, self.tx, self.example, self.mesh, self.rules)
+        self.param_counts = _param_counts(abstract_params, config.trainable)
+
+    def batch_shardings(self, leading_dims: int) -> dict[str, Any]:
+        return {k: batch_sharding(self.mesh, leading_dims) for k in self.example}
+
+    def dataset(self, split_source, *, train: bool):
+        d = self.config.data
+        return make_dataset(
+            split_source, self.method.sampler(train), batch_size=self.local_batch, train=train,
+            seed=self.config.seed,
+            repeat=self.repeat if train else int(d.get("eval_repeat", 1)),
+            worker_count=int(d.get("worker_count", 0)), drop_remainder=train,
+        )
+
+
+def _param_counts(params: Any, trainable: Any) -> dict[str, int]:
+    is_trainable = trainable_predicate(trainable)
+    flat = traverse_util.flatten_dict(dict(params))
+    counts = {"total": 0, "trainable": 0, "adapter": 0}
+    for path, leaf in flat.items():
+        n = int(np.prod(leaf.shape))
+        counts["total"] += n
+        counts["trainable"] += n if is_trainable(path) else 0
+        counts["adapter"] += n if "adapter" in path else 0
+    return counts
+
+
+def _next_train_batch(it: Iterator, k: int) -> dict[str, Any]:
+    if k == 1:
+        return next(it)
+    micro = [next(it) for _ in range(k)]
+    return {key: np.stack([m[key] for m in micro]) for key in micro[0]}
+
+
+def evaluate(run: _Run, state: Any, predict_step: Any, split: str) -> dict[str, float]:
+    """The method's evaluation protocol over ``split`` (every record once, on every process's
+    shard; the last batch padded and the padding masked out)."""
+    d = run.config.data
+    source = data_source(d.name, d.get("config"), split, data_dir=d.get("data_dir"))
+    pc = jax.process_count()
+    per_process = math.ceil(len(source) / pc) * int(d.get("eval_repeat", 1))
+    num_batches = math.ceil(per_process / run.local_batch)
+    it = iter(run.dataset(source, train=False))
+    collected: dict[str, list[np.ndarray]] = {}
+    template = None
+    for _ in range(num_batches):
+        batch = next(it, None)
+        if batch is None:  # this process's shard is shorter: a fully masked batch
+            batch, valid = template, np.zeros(run.local_batch, bool)
+        else:
+            device, _ = _split_host(batch, run.method.host_keys)
+            n = len(next(iter(device.values())))
+            pad = run.local_batch - n
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
+                     for k, v in device.items()}
+            valid = np.arange(run.local_batch) < n
+            template = batch
+        preds = predict_step(state, global_batch(batch, run.mesh))
+        preds["_valid"] = global_batch({"v": valid}, run.mesh)["v"]
+        if pc > 1:
+            preds = multihost_utils.process_allgather(preds, tiled=True)
+        for key, value in jax.device_get(preds).items():
+            collected.setdefault(key, []).append(np.asarray(value))
+    merged = {k: np.concatenate(v) for k, v in collected.items()}
+    valid = merged.pop("_valid").astype(bool)
+    return run.method.summarize({k: v[valid] for k, v in merged.items()})
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains (or resumes) the run of ``config`` in ``workdir``; returns its summary.
+
+    Raises:
+      NonFiniteLossError: the loss or a gradient became NaN/Inf (the step, the batch's
+        sample ids and the last good checkpoint are in the message).
+    """
+    run = _Run(config, workdir)
+    main_process = jax.process_index() == 0
+    ckpt_cfg = config.get("checkpoint", {})
+    ckpt = Checkpointer(run.workdir, max_to_keep=int(ckpt_cfg.get("max_to_keep", 3)),
+                        async_save=bool(ckpt_cfg.get("async_save", True)))
+    data_iter = iter(run.dataset(run.train_source, train=True))
+    start = ckpt.latest_step()
+    if start is None:
+        init_from = config.get("init_from", "none")
+        state = create_train_state(
+            run.model, run.tx, run.example, run.shardings, seed=config.seed,
+            load_pretrained=None if init_from in ("none", "") else run.method.load_pretrained,
+        )
+        start = 0
+        resumed = False
+    else:
+        target = abstract_state(run.shardings, run.model, run.tx, run.example)
+        state = ckpt.restore(start, target, data_iter)
+        resumed = True
+        logging.info("resumed from step %d of %s", start, ckpt.directory)
+    if main_process:
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        (run.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    writer = MetricsWriter(run.workdir, enabled=main_process, resume_step=start if resumed else None)
+
+    leading = 1 if run.k > 1 else 0
+    train_step = jax.jit(
+        make_train_step(
+            run.method, run.model, run.tx, run.schedule, trainable=config.trainable,
+            bn_policy=config.bn_policy, step_per_update=run.k,
+            grad_clip_norm=float(config.optimizer.get("grad_clip_norm", 0.0)), seed=config.seed,
+        ),
+        in_shardings=(run.shardings, run.batch_shardings(leading)),
+        out_shardings=(run.shardings, replicated(run.mesh)),
+        donate_argnums=(0,),
+    )
+    predict_step = jax.jit(
+        make_predict_step(run.method, run.model),
+        in_shardings=(run.shardings, run.batch_shardings(0)),
+    )
+    every_ckpt = int(ckpt_cfg.get("every_steps", 0)) or run.steps_per_epoch
+    every_eval = int(config.get("eval_every_steps", 0))
+    eval_split = config.data.get("eval_split")
+    clips_per_step = config.batch_size * run.k
+    if start == 0 and not resumed:
+        ckpt.save(0, state, data_iter, config.to_dict())
+
+    bar = tqdm(total=run.total_steps, initial=start, disable=not main_process,
+               desc=f"{config.method} {config.data.name}", unit="step", dynamic_ncols=True)
+    last_good = start
+    tic = time.perf_counter()
+    for step in range(start + 1, run.total_steps + 1):
+        batch = _next_train_batch(data_iter, run.k)
+        device, host = _split_host(batch, run.method.host_keys)
+        state, metrics = train_step(state, global_batch(device, run.mesh, leading))
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+            ckpt.wait()
+            bar.close()
+            writer.close()
+            raise NonFiniteLossError(
+                f"step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not "
+                f"finite (this process's batch: {', '.join(_ids(host))}). The last good "
+                f"checkpoint is step {last_good} in {ckpt.directory}; resume from it with a "
+                "lower optimizer.lr or optimizer.grad_clip_norm, or check those samples."
+            )
+        toc = time.perf_counter()
+        metrics["clips_per_s"] = clips_per_step / max(toc - tic, 1e-9)
+        metrics["epoch"] = (step - 1) / run.steps_per_epoch
+        tic = toc
+        if step % int(config.get("log_every_steps", 1)) == 0 or step == run.total_steps:
+            writer.write(step, metrics)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}",
+                        clips_s=f"{metrics['clips_per_s']:.1f}")
+        if step % every_ckpt == 0 or step == run.total_steps:
+            ckpt.save(step, state, data_iter, config.to_dict())
+            last_good = step
+        if eval_split and every_eval and step % every_eval == 0 and step != run.total_steps:
+            writer.write(step, evaluate(run, state, predict_step, eval_split), split=eval_split)
+    bar.close()
+    summary: dict[str, Any] = {"steps": run.total_steps, "param_counts": run.param_counts}
+    if eval_split:
+        result = evaluate(run, state, predict_step, eval_split)
+        writer.write(run.total_steps, result, split=eval_split)
+        summary[eval_split] = result
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    if main_process:
+        records = read_jsonl(run.workdir / JSONL)
+        plot_learning_curves(records, run.workdir / CURVE_PNG,
+                             title=f"{config.method} on {config.data.name}/{config.data.get('config')}")
+        (run.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,109 @@
+"""PECoP continual pretraining (VSPP on the target data), one config per dataset/task.
+
+  aqa-jax pretrain --config configs/pecop.py:dataset=pd4t,task=gait --workdir runs/pecop_gait
+  python launch/main.py --config configs/pecop.py:dataset=jigsaws,task=suturing,fold=0 ...
+
+Args (string, big_vision style):
+  dataset: pd4t | mtl_aqa | jigsaws | fine_diving | synthetic_aqa.
+  task: the dataset's task (PD4T: gait, finger_tapping, hand_movement, leg_agility; JIGSAWS:
+    suturing, needle_passing, knot_tying; synthetic_aqa: finger_tapping, hand_movement,
+    leg_agility; MTL-AQA and FineDiving have one). Pretraining is done once per task.
+  fold: JIGSAWS cross-validation fold whose training trials are used (0-3).
+  variant: the paper's ablation —
+    pecop:  3D-Adapters in all nine Inception blocks, only adapters (+ VSPP heads) train;
+    hpt_bn: HPT+BN, no adapters, only BN scale/bias (+ heads) train;
+    dom_s:  Dom-S, no adapters, the whole I3D trains with VSPP;
+    dom_g:  Dom-G, no continual pretraining: the run stores the Kinetics-400 initialisation
+            (step 0) so fine-tuning configs can start from any variant's workdir alike.
+  debug: tiny synthetic data (8 videos of 40 frames, 32x32), 16-frame clips, under a minute
+    on a 2-core CPU.
+
+The official recipe (``train.py`` of Plrbear/PECoP; ``../shared/reference/pecop_i3d.md`` §2):
+SGD momentum 0.9, weight decay 1e-4, lr 0.01 (hard-coded), ``CosineAnnealingLR(T_max=22)``
+stepped per epoch with eta_min = 1e-6 (the README's ``--lr 0.001`` / 1000), 8 epochs, batch 16,
+32x224x224 clips, the training list repeated x20 per epoch, ``fr`` 3 for gait and 1 otherwise,
+BN scale/bias frozen but running statistics updated (the model runs in ``train()`` mode).
+HPT's own SSL objective is not documented; hpt_bn and dom_s use VSPP with the same recipe.
+Differences: BatchNorm statistics here are computed over the whole global batch (PyTorch
+DataParallel computed them per GPU, 4 clips each), and the last partial batch of an epoch is
+dropped.
+"""
+
+import ml_collections
+
+from aqa_jax.config_args import parse_arg
+from aqa_jax.models.i3d import MIXED_BLOCKS
+from aqa_jax.train.sharding import DEFAULT_RULES
+
+# dataset: (builder, {task: (builder config, fr)}, train split, eval split)
+DATASETS = {
+    "pd4t": ("pd4t", {"gait": ("gait", 3), "finger_tapping": ("finger_tapping", 1),
+                      "hand_movement": ("hand_movement", 1), "leg_agility": ("leg_agility", 1)},
+             "train", "test"),
+    "mtl_aqa": ("mtl_aqa", {"diving": ("default", 1)}, "train", "test"),
+    "jigsaws": ("jigsaws", {"suturing": ("suturing", 1), "needle_passing": ("needle_passing", 1),
+                            "knot_tying": ("knot_tying", 1)}, "train_fold{fold}", "test_fold{fold}"),
+    "fine_diving": ("fine_diving", {"diving": ("default", 1)}, "train", "test"),
+    "synthetic_aqa": ("synthetic_aqa", {t: (t, 1) for t in ("finger_tapping", "hand_movement",
+                                                            "leg_agility")}, "train", "test"),
+}
+VARIANTS = ("pecop", "hpt_bn", "dom_s", "dom_g")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg, dataset="pd4t", task="", fold=0, variant="pecop", debug=False)
+    if args.dataset not in DATASETS:
+        raise ValueError(f"dataset={args.dataset!r}; choose one of {sorted(DATASETS)}")
+    if args.variant not in VARIANTS:
+        raise ValueError(f"variant={args.variant!r}; choose one of {VARIANTS}")
+    builder, tasks, train_split, eval_split = DATASETS[args.dataset]
+    task = args.task or next(iter(tasks))
+    if task not in tasks:
+        raise ValueError(f"task={task!r} is not a {args.dataset} task; choose one of {sorted(tasks)}")
+    builder_config, fr = tasks[task]
+
+    c = ml_collections.ConfigDict()
+    c.method = "vspp"
+    c.seed = 0
+    c.variant_name = args.variant
+    c.model = dict(
+        variant="pecop",  # hassony2 I3D numerics, as PECoP/CoRe
+        adapter_blocks=tuple(MIXED_BLOCKS) if args.variant == "pecop" else (),
+        adapter_reduction=4,
+        adapter_zero_init=False,
+        final_endpoint="AvgPool",
+    )
+    c.init_from = "kinetics400"
+    c.trainable = {"pecop": "adapters", "hpt_bn": "bn", "dom_s": "full", "dom_g": "none"}[args.variant]
+    c.bn_policy = "batch_stats"
+    c.vspp = dict(fr=fr, clip_len=32, max_sr=5, max_segment=4, preset="pecop", dropout_rate=0.5)
+    c.data = dict(
+        name=builder, config=builder_config,
+        train_split=train_split.format(fold=args.fold), eval_split=eval_split.format(fold=args.fold),
+        data_dir=None, repeat=20, worker_count=0,
+    )
+    c.batch_size = 16
+    c.step_per_update = 1
+    c.num_epochs = 0 if args.variant == "dom_g" else 8
+    c.total_steps = 0  # 0: num_epochs x steps per epoch
+    c.optimizer = dict(
+        name="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=1e-4,
+        schedule="cosine_epochs", t_max=22, eta_min=1e-6, lr_factors={}, grad_clip_norm=0.0,
+    )
+    c.mesh = [("data", -1), ("model", 1)]
+    c.num_devices = 0  # 0: every device; N: the first N (scaling studies)
+    c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
+    c.checkpoint = dict(every_steps=0, max_to_keep=3, async_save=True)  # 0: once per epoch
+    c.eval_every_steps = 0
+    c.log_every_steps = 1
+
+    if args.debug:
+        c.data.name, c.data.config = "synthetic_aqa", f"{task if args.dataset == 'synthetic_aqa' else 'finger_tapping'}_tiny"
+        c.data.train_split, c.data.eval_split = "train", "test"
+        c.data.repeat = 8
+        c.vspp.update(fr=1, clip_len=16, preset="deepmind_32")
+        c.batch_size = 8
+        c.num_epochs = 0 if args.variant == "dom_g" else 3
+        c.optimizer.update(t_max=3, lr=0.05)
+        c.checkpoint.every_steps = 4
+    return c

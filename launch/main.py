@@ -1,0 +1,40 @@
+"""Training entry point for every scale: ``python launch/main.py --config CFG --workdir DIR``.
+
+  python launch/main.py --config configs/pecop.py:dataset=pd4t,task=gait \
+      --workdir runs/pecop_gait --config.batch_size=32
+
+``--config`` takes ``file.py[:args]`` (``get_config(args)``) and any ``--config.key=value``
+override (ml_collections ``config_flags``). Launched as several processes (SLURM, a TPU VM
+slice, ``launch/local.py``), it first joins them with ``jax.distributed.initialize()``. The same
+run is ``aqa-jax pretrain``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=False)
+flags.DEFINE_string("workdir", None, "checkpoints, metrics and plots; an existing run resumes")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from aqa_jax.train.sharding import initialize_distributed
+
+    initialize_distributed()
+    from aqa_jax.train.loop import train
+
+    summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
+    print({k: v for k, v in summary.items() if k != "param_counts"})
+
+
+if __name__ == "__main__":
+    app.run(main)
