@@ -15,8 +15,9 @@ Args (string, big_vision style):
     dom_s:  Dom-S, no adapters, the whole I3D trains with VSPP;
     dom_g:  Dom-G, no continual pretraining: the run stores the Kinetics-400 initialisation
             (step 0) so fine-tuning configs can start from any variant's workdir alike.
-  debug: tiny synthetic data (8 videos of 40 frames, 32x32), 16-frame clips, under a minute
-    on a 2-core CPU.
+  debug: tiny synthetic data (8 videos of 40 frames, 32x32), 16-frame clips, 24 steps of
+    Adam: a smoke run of the whole machinery in about a minute on a 2-core CPU. It is too
+    short to learn VSPP (test accuracy stays at chance; see the PECoP issue's closing note).
 
 The official recipe (``train.py`` of Plrbear/PECoP; ``../shared/reference/pecop_i3d.md`` §2):
 SGD momentum 0.9, weight decay 1e-4, lr 0.01 (hard-coded), ``CosineAnnealingLR(T_max=22)``
@@ -80,7 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = dict(
         name=builder, config=builder_config,
         train_split=train_split.format(fold=args.fold), eval_split=eval_split.format(fold=args.fold),
-        data_dir=None, repeat=20, worker_count=0,
+        data_dir=None, repeat=20, eval_repeat=1, worker_count=0,
     )
     c.batch_size = 16
     c.step_per_update = 1
@@ -101,9 +102,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.name, c.data.config = "synthetic_aqa", f"{task if args.dataset == 'synthetic_aqa' else 'finger_tapping'}_tiny"
         c.data.train_split, c.data.eval_split = "train", "test"
         c.data.repeat = 8
+        c.data.eval_repeat = 8  # 4 test videos: 8 seeded VSPP draws each
         c.vspp.update(fr=1, clip_len=16, preset="deepmind_32")
         c.batch_size = 8
         c.num_epochs = 0 if args.variant == "dom_g" else 3
-        c.optimizer.update(t_max=3, lr=0.05)
+        # SGD at a debug-sized schedule diverges; Adam keeps the few steps stable.
+        c.optimizer.update(name="adam", lr=1e-3, weight_decay=0.0, t_max=3)
         c.checkpoint.every_steps = 4
     return c

@@ -101,3 +101,16 @@ def test_worker_processes_give_the_same_batches(source):
 
     for a, b in zip(first_batches(0), first_batches(1)):
         np.testing.assert_array_equal(a["clip"], b["clip"])
+
+
+def test_global_training_batches_do_not_depend_on_the_process_count(source):
+    def batches(count: int, n: int = 3):
+        its = [iter(make_dataset(source, SMALL, batch_size=4 // count, train=True, seed=5,
+                                 repeat=2, shard_index=i, shard_count=count))
+               for i in range(count)]
+        return [[next(it) for it in its] for _ in range(n)]
+
+    for single, parts in zip(batches(1), batches(2)):
+        (whole,) = single
+        np.testing.assert_array_equal(np.concatenate([p["clip"] for p in parts]), whole["clip"])
+        assert [i for p in parts for i in p["id"]] == list(whole["id"])

@@ -16,7 +16,7 @@ TINY = dict(
     batch_size=8,
     total_steps=3,
     checkpoint={"every_steps": 1, "async_save": True, "max_to_keep": 10},
-    optimizer={"lr": 0.05},
+    optimizer={"name": "sgd", "lr": 0.05, "weight_decay": 1e-4},
 )
 
 
