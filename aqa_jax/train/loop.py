@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
@@ -34,8 +36,6 @@ from aqa_jax.train.sharding import batch_sharding, global_batch, make_mesh, repl
 from aqa_jax.train.state import abstract_state, abstract_variables, create_train_state, state_shardings
 from aqa_jax.train.step import make_predict_step, make_train_step
 
-import flax.linen as nn
-from flax import traverse_util
 
 
 class NonFiniteLossError(RuntimeError):
