@@ -61,10 +61,11 @@ def run_case(mode: str, devices: int, frames: int, size: int, batch: int, repeat
     }
     example = {k: v[:1] for k, v in host.items()}
     mesh = make_mesh([("data", devices), ("model", 1)])
-    params = nn.unbox(abstract_variables(model, example)["params"])
+    boxed = abstract_variables(model, example)
+    params = nn.unbox(boxed["params"])
     tx, schedule = make_optimizer(config.optimizer, params, config.trainable,
                                   steps_per_epoch=100, total_steps=800)
-    shardings = state_shardings(model, tx, example, mesh, [tuple(r) for r in config.logical_axis_rules])
+    shardings = state_shardings(boxed, tx, mesh, [tuple(r) for r in config.logical_axis_rules])
     state = create_train_state(model, tx, example, shardings, seed=0)
     step = jax.jit(
         make_train_step(method, model, tx, schedule, trainable=config.trainable,

@@ -20,7 +20,6 @@ from train_helpers import REPO, flat_params, restore_state, tiny_config, train_l
 from aqa_jax.train.checkpoint import Checkpointer
 from aqa_jax.train.loop import NonFiniteLossError, _Run, train
 from aqa_jax.train.partition import label_of
-from aqa_jax.train.state import abstract_state
 
 MESH_1 = dict(num_devices=1, mesh=[("data", 1), ("model", 1)])
 MESH_8 = dict(mesh=[("data", 4), ("model", 2)])
@@ -60,7 +59,7 @@ def test_eight_device_state_is_sharded_as_the_rules_say(runs, synthetic_data_dir
     config = tiny_config(synthetic_data_dir, **MESH_8)
     run = _Run(config, runs("adapters_8"))
     ckpt = Checkpointer(runs("adapters_8"), read_only=True)
-    state = ckpt.restore(3, abstract_state(run.shardings, run.model, run.tx, run.example))
+    state = ckpt.restore(3, run.abstract_state())
     ckpt.close()
     kernel = state.params["backbone"]["Mixed_3b"]["b1b"]["conv"]["kernel"]  # (3,3,3,96,128)
     assert kernel.sharding.spec == P(None, None, None, None, "model")  # conv_out → model
@@ -80,7 +79,7 @@ def test_eight_device_state_is_sharded_as_the_rules_say(runs, synthetic_data_dir
 def test_checkpoint_restores_onto_a_different_mesh(runs, synthetic_data_dir):
     run = _Run(tiny_config(synthetic_data_dir, **MESH_1), runs("adapters_8"))
     ckpt = Checkpointer(runs("adapters_8"), read_only=True)
-    state = ckpt.restore(3, abstract_state(run.shardings, run.model, run.tx, run.example))
+    state = ckpt.restore(3, run.abstract_state())
     ckpt.close()
     kernel = state.params["backbone"]["Mixed_3b"]["b1b"]["conv"]["kernel"]
     assert len(kernel.sharding.device_set) == 1

@@ -82,14 +82,23 @@ class _Run:
         one = self.method.sampler(True)(self.train_source[0], rng)
         device_part, _ = _split_host(one, self.method.host_keys)
         self.example = {k: np.asarray(v)[None] for k, v in device_part.items()}
-        abstract_params = nn.unbox(abstract_variables(self.model, self.example)["params"])
+        self.boxed = abstract_variables(self.model, self.example)
+        abstract_params = nn.unbox(self.boxed["params"])
         self.tx, self.schedule = make_optimizer(
             config.optimizer, abstract_params, config.trainable,
             steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
         )
         self.rules = [tuple(r) for r in config.logical_axis_rules]
-        self.shardings = state_shardings(self.model, self.tx, self.example, self.mesh, self.rules)
+        self.shardings = state_shardings(self.boxed, self.tx, self.mesh, self.rules)
+        self.eval_source = (
+            data_source(d.name, d.get("config"), d.eval_split, data_dir=d.get("data_dir"))
+            if d.get("eval_split") else None
+        )
         self.param_counts = _param_counts(abstract_params, config.trainable)
+
+    def abstract_state(self) -> Any:
+        """The restore target of this run's checkpoints, laid out on this run's mesh."""
+        return abstract_state(self.shardings, self.boxed, self.tx)
 
     def batch_shardings(self, leading_dims: int) -> dict[str, Any]:
         return {k: batch_sharding(self.mesh, leading_dims) for k in self.example}
@@ -123,11 +132,11 @@ def _next_train_batch(it: Iterator, k: int) -> dict[str, Any]:
     return {key: np.stack([m[key] for m in micro]) for key in micro[0]}
 
 
-def evaluate(run: _Run, state: Any, predict_step: Any, split: str) -> dict[str, float]:
-    """The method's evaluation protocol over ``split`` (every record once, on every process's
-    shard; the last batch padded and the padding masked out)."""
+def evaluate(run: _Run, state: Any, predict_step: Any) -> dict[str, float]:
+    """The method's evaluation protocol over the eval split (every record once, on every
+    process's shard; the last batch padded and the padding masked out)."""
     d = run.config.data
-    source = data_source(d.name, d.get("config"), split, data_dir=d.get("data_dir"))
+    source = run.eval_source
     pc = jax.process_count()
     per_process = math.ceil(len(source) / pc) * int(d.get("eval_repeat", 1))
     num_batches = math.ceil(per_process / run.local_batch)
@@ -180,8 +189,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         start = 0
         resumed = False
     else:
-        target = abstract_state(run.shardings, run.model, run.tx, run.example)
-        state = ckpt.restore(start, target, data_iter)
+        state = ckpt.restore(start, run.abstract_state(), data_iter)
         resumed = True
         logging.info("resumed from step %d of %s", start, ckpt.directory)
     if main_process:
@@ -243,11 +251,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
             ckpt.save(step, state, data_iter, config.to_dict())
             last_good = step
         if eval_split and every_eval and step % every_eval == 0 and step != run.total_steps:
-            writer.write(step, evaluate(run, state, predict_step, eval_split), split=eval_split)
+            writer.write(step, evaluate(run, state, predict_step), split=eval_split)
     bar.close()
     summary: dict[str, Any] = {"steps": run.total_steps, "param_counts": run.param_counts}
     if eval_split:
-        result = evaluate(run, state, predict_step, eval_split)
+        result = evaluate(run, state, predict_step)
         writer.write(run.total_steps, result, split=eval_split)
         summary[eval_split] = result
     ckpt.wait()

@@ -36,12 +36,11 @@ def abstract_variables(model: nn.Module, example: Mapping[str, Any]) -> Any:
 
 
 def state_shardings(
-    model: nn.Module, tx: optax.GradientTransformation, example: Mapping[str, Any],
-    mesh: Mesh, rules: AxisRules,
+    boxed: Any, tx: optax.GradientTransformation, mesh: Mesh, rules: AxisRules
 ) -> TrainState:
-    """A ``TrainState`` of NamedShardings: parameters (and their optimizer moments) as the
-    logical-axis rules say, batch statistics and scalars replicated."""
-    boxed = abstract_variables(model, example)
+    """A ``TrainState`` of NamedShardings for the model whose :func:`abstract_variables` are
+    ``boxed``: parameters (and their optimizer moments) as the logical-axis rules say, batch
+    statistics and scalars replicated."""
     var_shardings = logical_shardings(boxed, mesh, rules)
     params_sh = var_shardings["params"]
     abstract_params = nn.unbox(boxed["params"])
@@ -104,9 +103,11 @@ def create_train_state(
     )
 
 
-def abstract_state(shardings: TrainState, model: nn.Module, tx, example) -> TrainState:
-    """ShapeDtypeStructs carrying ``shardings``: the restore target of a checkpoint."""
-    boxed = abstract_variables(model, example)
+def abstract_state(
+    shardings: TrainState, boxed: Any, tx: optax.GradientTransformation
+) -> TrainState:
+    """ShapeDtypeStructs carrying ``shardings`` (from :func:`abstract_variables` ``boxed``):
+    the restore target of a checkpoint."""
     params = nn.unbox(boxed["params"])
     shapes = TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
