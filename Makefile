@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/aqa-jax demo --config configs/i3d.py
+	$(VENV)/bin/aqa-jax demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -30,15 +30,13 @@ def _convert_weights(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aqa_jax.config_args import load_config
     from aqa_jax.demo import run_demo
 
-    config = load_config(args.config) if args.config else None
-    run_demo(config.model.to_dict() if config else None)
+    run_demo(args.workdir, task=args.task)
     return 0
 
 
-def _pretrain(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> int:
     from aqa_jax.config_args import apply_overrides, load_config
     from aqa_jax.train.sharding import initialize_distributed
 
@@ -53,7 +51,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     print(f"trained {summary['steps']} steps in {args.workdir}: {counts['trainable']:,} of "
           f"{counts['total']:,} parameters trainable ({counts['adapter']:,} in adapters)")
     for split in [k for k in summary if k not in ("steps", "param_counts")]:
-        print(f"  {split}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items()))
+        print(f"  {split}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items()
+                                         if isinstance(v, (int, float))))
     return 0
 
 
@@ -125,9 +124,10 @@ def _extract_features(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aqa-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the Kinetics-400 I3D + adapters demo")
-    demo.add_argument("--config", default=None,
-                      help="model config, e.g. configs/i3d.py:variant=pecop,adapters=all")
+    demo = sub.add_parser("demo", help="PECoP pretraining + USDL fine-tuning on synthetic_aqa (CPU, minutes)")
+    demo.add_argument("--workdir", default="runs/demo", help="where the three runs are written")
+    demo.add_argument("--task", default="finger_tapping",
+                      choices=("finger_tapping", "hand_movement", "leg_agility"))
     demo.set_defaults(func=_demo)
     conv = sub.add_parser(
         "convert-weights",
@@ -141,15 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="target numerics (default: the layout's own family)")
     conv.set_defaults(func=_convert_weights)
 
-    pre = sub.add_parser("pretrain", help="PECoP continual pretraining (or any training config)")
-    pre.add_argument("--config", required=True, help="configs/pecop.py[:args], e.g. "
-                     "configs/pecop.py:dataset=pd4t,task=gait")
+    pre = sub.add_parser("train", aliases=["pretrain", "finetune"],
+                         help="train a config: PECoP pretraining or a fine-tuning method")
+    pre.add_argument("--config", required=True, help="a config file with its args, e.g. "
+                     "configs/pecop.py:dataset=pd4t,task=gait or configs/core.py:dataset=mtl_aqa")
     pre.add_argument("--workdir", required=True, help="checkpoints, metrics and plots go here; "
                      "an existing run there is resumed")
     pre.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config value, e.g. --set optimizer.lr=0.001 (repeatable)")
     pre.add_argument("--data-dir", help="where the built datasets are (default: $AQA_JAX_DATA_DIR)")
-    pre.set_defaults(func=_pretrain)
+    pre.set_defaults(func=_train)
 
     exp = sub.add_parser("export-adapters", help="write a run's 3D-Adapters alone as .npz")
     exp.add_argument("workdir", help="the --workdir of a training run")

@@ -55,6 +55,14 @@ class Method(abc.ABC):
     def summarize(self, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         """The evaluation protocol over all evaluated examples."""
 
+    def per_sample(self, predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The per-sample columns of the predictions file (by default every 1-D field)."""
+        return {k: np.asarray(v) for k, v in predictions.items() if np.ndim(v) == 1}
+
+    def prepare(self, train_source: Any) -> None:
+        """Reads what the method needs from the training split before the network is built
+        (CoRe: group boundaries and exemplar pools). The default needs nothing."""
+
     def load_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
         """Variables with the pretrained weights of ``config.init_from`` in place.
 

@@ -75,16 +75,15 @@ class Checkpointer:
         self, step: int, state: Any, data_iter: Any, config: Mapping[str, Any]
     ) -> None:
         """Starts saving ``step`` (asynchronously); :meth:`wait` blocks until it is on disk."""
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                adapters=ocp.args.StandardSave(adapter_subtree(state.params)),
-                data_iter=grain.checkpoint.CheckpointSave(data_iter),
-                config=ocp.args.JsonSave(json.loads(json.dumps(dict(config), default=str))),
-            ),
-            force=True,
+        items = dict(
+            state=ocp.args.StandardSave(state),
+            data_iter=grain.checkpoint.CheckpointSave(data_iter),
+            config=ocp.args.JsonSave(json.loads(json.dumps(dict(config), default=str))),
         )
+        adapters = adapter_subtree(state.params)
+        if adapters:  # a network without 3D-Adapters has no adapters item
+            items["adapters"] = ocp.args.StandardSave(adapters)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
         """The state of ``step`` laid out as ``abstract_state`` (its shardings: any mesh);
@@ -94,6 +93,11 @@ class Checkpointer:
             items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**items)).state
 
+    def restore_data_iter(self, step: int, data_iter: Any) -> None:
+        """Rewinds ``data_iter`` to where the ``step`` checkpoint left it."""
+        self.manager.restore(step, args=ocp.args.Composite(
+            data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+
     def restore_item(self, step: int, item: str, abstract: Any | None = None) -> Any:
         """One item alone (e.g. ``adapters``); without ``abstract``, whole arrays on this
         process's first device, whatever mesh saved them."""
@@ -102,9 +106,12 @@ class Checkpointer:
         else:
             if abstract is None:  # whole arrays on this process's first device
                 device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                metadata = self.manager.item_metadata(step)
+                if item == "adapters" and metadata.get(item) is None:
+                    return {}  # saved from a network without adapters
                 abstract = jax.tree.map(
                     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                    self.manager.item_metadata(step)[item],
+                    metadata[item],
                 )
             args = ocp.args.StandardRestore(abstract)
         return self.manager.restore(step, args=ocp.args.Composite(**{item: args}))[item]

@@ -28,7 +28,9 @@ from aqa_jax.data.pipeline import make_dataset
 from aqa_jax.data.registry import data_source
 from aqa_jax.methods import get_method
 from aqa_jax.methods.base import Method
+from aqa_jax.train import reports
 from aqa_jax.train.checkpoint import Checkpointer
+from aqa_jax.train.feature_cache import backbone_variables, cache_split, check_frozen_backbone, make_clip_feature_fn
 from aqa_jax.train.metrics_writer import CURVE_PNG, JSONL, MetricsWriter, plot_learning_curves, read_jsonl
 from aqa_jax.train.optimizer import make_optimizer
 from aqa_jax.train.partition import trainable_predicate
@@ -60,16 +62,18 @@ class _Run:
         self.workdir = Path(workdir).absolute()
         num_devices = int(config.get("num_devices", 0))  # 0: all (fewer: scaling studies, tests)
         self.mesh = make_mesh(config.mesh, jax.devices()[:num_devices] if num_devices else None)
+        d = config.data
+        self.train_source = data_source(d.name, d.get("config"), d.train_split, data_dir=d.get("data_dir"))
         self.method: Method = get_method(config.method)(config)
+        self.method.prepare(self.train_source)
         self.model = self.method.build_model()
+        self.step_model = self.model  # the network the steps run (see use_feature_cache)
         self.k = int(config.get("step_per_update", 1))
         pc = jax.process_count()
         if config.batch_size % pc:
             raise ValueError(f"config.batch_size={config.batch_size} is not a multiple of the "
                              f"{pc} processes")
         self.local_batch = config.batch_size // pc
-        d = config.data
-        self.train_source = data_source(d.name, d.get("config"), d.train_split, data_dir=d.get("data_dir"))
         self.repeat = int(d.get("repeat", 1))
         self.steps_per_epoch = len(self.train_source) * self.repeat // (config.batch_size * self.k)
         if self.steps_per_epoch == 0:
@@ -95,6 +99,18 @@ class _Run:
             if d.get("eval_split") else None
         )
         self.param_counts = _param_counts(abstract_params, config.trainable)
+
+    def use_feature_cache(self, state: Any) -> None:
+        """Switches to the frozen-backbone fast path (:mod:`aqa_jax.train.feature_cache`)."""
+        check_frozen_backbone(self.config)
+        fn = make_clip_feature_fn(self.model.backbone, backbone_variables(state))
+        sampler = self.method.clip_sampler(False)
+        self.train_source = cache_split(self.train_source, sampler, fn, desc="backbone features [train]")
+        if self.eval_source is not None:
+            self.eval_source = cache_split(self.eval_source, sampler, fn, desc="backbone features [eval]")
+        self.method.feature_mode = True
+        self.method.prepare(self.train_source)
+        self.step_model = self.model.clone(from_features=True)
 
     def abstract_state(self) -> Any:
         """The restore target of this run's checkpoints, laid out on this run's mesh."""
@@ -132,9 +148,27 @@ def _next_train_batch(it: Iterator, k: int) -> dict[str, Any]:
     return {key: np.stack([m[key] for m in micro]) for key in micro[0]}
 
 
-def evaluate(run: _Run, state: Any, predict_step: Any) -> dict[str, float]:
+ID_BYTES = 128  # sample ids travel between processes as fixed-width bytes
+
+
+def _encode_ids(ids: list[str], count: int) -> np.ndarray:
+    out = np.zeros((count, ID_BYTES), np.uint8)
+    for i, sample in enumerate(ids[:count]):
+        raw = sample.encode()[:ID_BYTES]
+        out[i, : len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
+
+
+def _decode_ids(rows: np.ndarray) -> list[str]:
+    return [bytes(r).rstrip(b"\0").decode(errors="replace") for r in rows]
+
+
+def evaluate(run: _Run, state: Any, predict_step: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """The method's evaluation protocol over the eval split (every record once, on every
-    process's shard; the last batch padded and the padding masked out)."""
+    process's shard; the last batch padded and the padding masked out).
+
+    Returns (summary, per-sample columns with their ``id``s, from ``method.per_sample``).
+    """
     d = run.config.data
     source = run.eval_source
     pc = jax.process_count()
@@ -146,24 +180,41 @@ def evaluate(run: _Run, state: Any, predict_step: Any) -> dict[str, float]:
     for _ in range(num_batches):
         batch = next(it, None)
         if batch is None:  # this process's shard is shorter: a fully masked batch
-            batch, valid = template, np.zeros(run.local_batch, bool)
+            batch, valid, ids = template, np.zeros(run.local_batch, bool), []
         else:
-            device, _ = _split_host(batch, run.method.host_keys)
+            device, host = _split_host(batch, run.method.host_keys)
             n = len(next(iter(device.values())))
             pad = run.local_batch - n
             batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
                      for k, v in device.items()}
-            valid = np.arange(run.local_batch) < n
+            valid, ids = np.arange(run.local_batch) < n, _ids(host)
             template = batch
         preds = predict_step(state, global_batch(batch, run.mesh))
-        preds["_valid"] = global_batch({"v": valid}, run.mesh)["v"]
+        extra = global_batch({"v": valid, "id": _encode_ids(ids, run.local_batch)}, run.mesh)
+        preds["_valid"], preds["_id"] = extra["v"], extra["id"]
         if pc > 1:
             preds = multihost_utils.process_allgather(preds, tiled=True)
         for key, value in jax.device_get(preds).items():
             collected.setdefault(key, []).append(np.asarray(value))
     merged = {k: np.concatenate(v) for k, v in collected.items()}
     valid = merged.pop("_valid").astype(bool)
-    return run.method.summarize({k: v[valid] for k, v in merged.items()})
+    ids = _decode_ids(merged.pop("_id")[valid])
+    predictions = {k: v[valid] for k, v in merged.items()}
+    return run.method.summarize(predictions), {"id": ids, **run.method.per_sample(predictions)}
+
+
+def write_evaluation(run: _Run, split: str, summary: Mapping[str, float],
+                     columns: Mapping[str, Any], title: str = "") -> None:
+    """The per-sample CSV and, for score methods, the predicted-vs-true scatter plot."""
+    if jax.process_index() != 0:
+        return
+    ids = columns["id"]
+    table = {k: v for k, v in columns.items() if k != "id"}
+    reports.write_predictions_csv(run.workdir / reports.PREDICTIONS_CSV.format(split=split), ids, table)
+    if "score_pred" in table:
+        shown = {k: summary[k] for k in ("srcc", "r_l2") if k in summary}
+        reports.plot_scatter(run.workdir / reports.SCATTER_PNG.format(split=split),
+                             table["score_pred"], table["score_true"], title=title, metrics=shown)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -178,7 +229,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     ckpt_cfg = config.get("checkpoint", {})
     ckpt = Checkpointer(run.workdir, max_to_keep=int(ckpt_cfg.get("max_to_keep", 3)),
                         async_save=bool(ckpt_cfg.get("async_save", True)))
-    data_iter = iter(run.dataset(run.train_source, train=True))
     start = ckpt.latest_step()
     if start is None:
         init_from = config.get("init_from", "none")
@@ -189,9 +239,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         start = 0
         resumed = False
     else:
-        state = ckpt.restore(start, run.abstract_state(), data_iter)
+        state = ckpt.restore(start, run.abstract_state())
         resumed = True
         logging.info("resumed from step %d of %s", start, ckpt.directory)
+    if config.get("precompute_features"):
+        run.use_feature_cache(state)
+    data_iter = iter(run.dataset(run.train_source, train=True))
+    if resumed:
+        ckpt.restore_data_iter(start, data_iter)
     if main_process:
         run.workdir.mkdir(parents=True, exist_ok=True)
         (run.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -200,7 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     leading = 1 if run.k > 1 else 0
     train_step = jax.jit(
         make_train_step(
-            run.method, run.model, run.tx, run.schedule, trainable=config.trainable,
+            run.method, run.step_model, run.tx, run.schedule, trainable=config.trainable,
             bn_policy=config.bn_policy, step_per_update=run.k,
             grad_clip_norm=float(config.optimizer.get("grad_clip_norm", 0.0)), seed=config.seed,
         ),
@@ -209,11 +264,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         donate_argnums=(0,),
     )
     predict_step = jax.jit(
-        make_predict_step(run.method, run.model),
+        make_predict_step(run.method, run.step_model),
         in_shardings=(run.shardings, run.batch_shardings(0)),
     )
     every_ckpt = int(ckpt_cfg.get("every_steps", 0)) or run.steps_per_epoch
-    every_eval = int(config.get("eval_every_steps", 0))
+    every_eval = int(config.get("eval_every_steps", 0))  # -1: once per epoch
+    every_eval = run.steps_per_epoch if every_eval < 0 else every_eval
     eval_split = config.data.get("eval_split")
     clips_per_step = config.batch_size * run.k
     if start == 0 and not resumed:
@@ -223,47 +279,57 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                desc=f"{config.method} {config.data.name}", unit="step", dynamic_ncols=True)
     last_good = start
     tic = time.perf_counter()
-    for step in range(start + 1, run.total_steps + 1):
-        batch = _next_train_batch(data_iter, run.k)
-        device, host = _split_host(batch, run.method.host_keys)
-        state, metrics = train_step(state, global_batch(device, run.mesh, leading))
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-            ckpt.wait()
-            bar.close()
-            writer.close()
-            raise NonFiniteLossError(
-                f"step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not "
-                f"finite (this process's batch: {', '.join(_ids(host))}). The last good "
-                f"checkpoint is step {last_good} in {ckpt.directory}; resume from it with a "
-                "lower optimizer.lr or optimizer.grad_clip_norm, or check those samples."
-            )
-        toc = time.perf_counter()
-        metrics["clips_per_s"] = clips_per_step / max(toc - tic, 1e-9)
-        metrics["epoch"] = (step - 1) / run.steps_per_epoch
-        tic = toc
-        if step % int(config.get("log_every_steps", 1)) == 0 or step == run.total_steps:
-            writer.write(step, metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}",
-                        clips_s=f"{metrics['clips_per_s']:.1f}")
-        if step % every_ckpt == 0 or step == run.total_steps:
-            ckpt.save(step, state, data_iter, config.to_dict())
-            last_good = step
-        if eval_split and every_eval and step % every_eval == 0 and step != run.total_steps:
-            writer.write(step, evaluate(run, state, predict_step), split=eval_split)
+    try:
+        for step in range(start + 1, run.total_steps + 1):
+            batch = _next_train_batch(data_iter, run.k)
+            device, host = _split_host(batch, run.method.host_keys)
+            state, metrics = train_step(state, global_batch(device, run.mesh, leading))
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                ckpt.wait()
+                bar.close()
+                writer.close()
+                raise NonFiniteLossError(
+                    f"step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not "
+                    f"finite (this process's batch: {', '.join(_ids(host))}). The last good "
+                    f"checkpoint is step {last_good} in {ckpt.directory}; resume from it with a "
+                    "lower optimizer.lr or optimizer.grad_clip_norm, or check those samples."
+                )
+            toc = time.perf_counter()
+            metrics["clips_per_s"] = clips_per_step / max(toc - tic, 1e-9)
+            metrics["epoch"] = (step - 1) / run.steps_per_epoch
+            tic = toc
+            if step % int(config.get("log_every_steps", 1)) == 0 or step == run.total_steps:
+                writer.write(step, metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}",
+                            clips_s=f"{metrics['clips_per_s']:.1f}")
+            if step % every_ckpt == 0 or step == run.total_steps:
+                ckpt.save(step, state, data_iter, config.to_dict())
+                last_good = step
+            if eval_split and every_eval and step % every_eval == 0 and step != run.total_steps:
+                result, _ = evaluate(run, state, predict_step)
+                writer.write(step, result, split=eval_split)
+    except BaseException:
+        ckpt.wait()  # never leave an async save half-written behind exiting threads
+        raise
     bar.close()
     summary: dict[str, Any] = {"steps": run.total_steps, "param_counts": run.param_counts}
+    title = f"{config.method} on {config.data.name}/{config.data.get('config')}"
     if eval_split:
-        result = evaluate(run, state, predict_step)
+        result, columns = evaluate(run, state, predict_step)
         writer.write(run.total_steps, result, split=eval_split)
         summary[eval_split] = result
+        write_evaluation(run, eval_split, result, columns, title)
     ckpt.wait()
     ckpt.close()
     writer.close()
     if main_process:
         records = read_jsonl(run.workdir / JSONL)
-        plot_learning_curves(records, run.workdir / CURVE_PNG,
-                             title=f"{config.method} on {config.data.name}/{config.data.get('config')}")
+        plot_learning_curves(records, run.workdir / CURVE_PNG, title=title)
+        if eval_split:  # the official repos pick the best test epoch: report it and the last
+            selection = reports.best_and_last([r for r in records if r["split"] == eval_split])
+            if selection:
+                summary[f"{eval_split}_best"] = selection["best"]
         (run.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -21,6 +21,7 @@ TRAINABLE_MODES: dict[str, tuple[str, ...]] = {
     "adapters": ("adapter", "head"),  # PECoP
     "bn": ("bn", "head"),  # HPT+BN
     "full": LABELS,  # Dom-S, fine-tuning
+    "head": ("head",),  # frozen backbone (adapters included), heads only
     "none": (),  # feature extraction
 }
 

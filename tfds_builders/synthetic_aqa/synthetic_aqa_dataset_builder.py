@@ -20,8 +20,8 @@ from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 @dataclasses.dataclass
 class SyntheticConfig(AQABuilderConfig):
     task: str = "finger_tapping"
-    num_train: int = 48
-    num_test: int = 24
+    num_train: int = 192
+    num_test: int = 48
     num_frames: int = 64
     size: int = 64
     seed: int = 0
@@ -36,6 +36,10 @@ def _configs() -> list[SyntheticConfig]:
                         num_test=4, num_frames=40, size=32, description=f"tiny {task} for tests")
         for task in synthetic.TASKS
     ] + [
+        SyntheticConfig(name=f"{task}_small", task=task, short_side=None, num_train=64,
+                        num_test=32, description=f"small {task} for debug fine-tuning configs")
+        for task in synthetic.TASKS
+    ] + [
         SyntheticConfig(name="finger_tapping_256", task="finger_tapping", short_side=None,
                         num_train=16, num_test=4, num_frames=96, size=256,
                         description="full-resolution frames, for pipeline benchmarks")
@@ -45,8 +49,8 @@ def _configs() -> list[SyntheticConfig]:
 class Builder(AQAVideoBuilder):
     """Synthetic AQA: repetitive movements scored from generative factors (0-4, UPDRS-like)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "192/48 subjects per task, *_small configs."}
     BUILDER_CONFIGS = _configs()
 
     def extra_features(self):

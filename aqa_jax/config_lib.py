@@ -1,0 +1,123 @@
+"""Building blocks of the fine-tuning configs (``configs/{usdl,musdl,core,tsa}.py``).
+
+Each dataset fixes its builder, tasks, splits and the official clip layout; each method config
+adds its head, loss settings and optimizer recipe on top of :func:`finetune_config`. The
+backbone can start from Kinetics-400 (Dom-G, the methods' own baseline), or from a PECoP,
+HPT+BN or Dom-S continual-pretraining run (``pretrained=<its workdir>``), whose adapters and
+re-estimated BatchNorm statistics come with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from aqa_jax.models.i3d import MIXED_BLOCKS
+from aqa_jax.train.sharding import DEFAULT_RULES
+
+# Frames per example and clip layout, per dataset (the CoRe/MUSDL/TSA loaders):
+#   MTL-AQA: the 103 frames ending at end_frame (±3 in training; MUSDL's pre-cut folders with a
+#     0-6 forward shift select different frames: we use CoRe's whole-video window for every
+#     method), ten 16-frame clips at 0, 10, ..., 80, 86;
+#   JIGSAWS: 160 frames spread uniformly over the trial, ten non-overlapping clips (MUSDL);
+#   FineDiving: 96 frames by linspace over the instance, nine clips at 0..80 (TSA);
+#   PD4T: not published; we use 103 frames spread uniformly with CoRe's ten clips;
+#   synthetic_aqa: all 64 frames, four non-overlapping clips, 64 px.
+DATASETS: dict[str, dict[str, Any]] = {
+    "mtl_aqa": dict(builder="mtl_aqa", tasks={"diving": "default"}, train="train", test="test",
+                    clips=dict(layout="window", num_frames=103, clip_starts="core_10x16", max_shift=3)),
+    "jigsaws": dict(builder="jigsaws",
+                    tasks={t: t for t in ("suturing", "needle_passing", "knot_tying")},
+                    train="train_fold{fold}", test="test_fold{fold}",
+                    clips=dict(layout="uniform", num_frames=160, clip_starts="jigsaws_10x16", max_shift=0)),
+    "fine_diving": dict(builder="fine_diving", tasks={"diving": "default"}, train="train", test="test",
+                        clips=dict(layout="uniform", num_frames=96, clip_starts="tsa_9x16", max_shift=0)),
+    "pd4t": dict(builder="pd4t",
+                 tasks={t: t for t in ("gait", "finger_tapping", "hand_movement", "leg_agility")},
+                 train="train", test="test",
+                 clips=dict(layout="uniform", num_frames=103, clip_starts="core_10x16", max_shift=0)),
+    "synthetic_aqa": dict(builder="synthetic_aqa",
+                          tasks={t: t for t in ("finger_tapping", "hand_movement", "leg_agility")},
+                          train="train", test="test",
+                          clips=dict(layout="all", num_frames=64, clip_starts=(0, 16, 32, 48), max_shift=0)),
+}
+INITS = ("dom_g", "pecop", "hpt_bn", "dom_s")
+
+
+def finetune_config(
+    method: str, arg: str | None, *, datasets: tuple[str, ...], preset: str, **defaults: Any
+) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+    """(config, parsed args) shared by the fine-tuning methods.
+
+    Args (string, big_vision style): ``dataset``, ``task``, ``fold`` (JIGSAWS), ``init``
+    (dom_g | pecop | hpt_bn | dom_s), ``pretrained`` (the continual-pretraining workdir for
+    every init but dom_g), ``probe`` (the backbone, adapters included, stays frozen with its
+    BN statistics and only the method's head trains, on backbone features computed once per
+    video: minutes instead of hours on a CPU, no training-time augmentation; not the
+    papers' protocol), ``debug``, plus the method's own ``defaults``.
+    """
+    from aqa_jax.config_args import parse_arg
+
+    args = parse_arg(arg, dataset=datasets[0], task="", fold=0, init="dom_g", pretrained="",
+                     probe=False, debug=False, **defaults)
+    if args.dataset not in datasets:
+        raise ValueError(f"{method}: dataset={args.dataset!r}; this method's configs cover {datasets}")
+    if args.init not in INITS:
+        raise ValueError(f"init={args.init!r}; choose one of {INITS}")
+    if args.init != "dom_g" and not args.pretrained and not args.debug:
+        raise ValueError(f"init={args.init} needs pretrained=<workdir of the `aqa-jax pretrain` run "
+                         f"with configs/pecop.py variant={args.init}>")
+    spec = DATASETS[args.dataset]
+    task = args.task or next(iter(spec["tasks"]))
+    if task not in spec["tasks"]:
+        raise ValueError(f"task={task!r} is not a {args.dataset} task; choose one of {sorted(spec['tasks'])}")
+
+    c = ml_collections.ConfigDict()
+    c.method = method
+    c.seed = 0
+    c.init_name = args.init
+    c.model = dict(variant="pecop", adapter_reduction=4, adapter_zero_init=False,
+                   adapter_blocks=tuple(MIXED_BLOCKS) if args.init == "pecop" else (),
+                   final_endpoint="Mixed_5c")
+    c.init_from = args.pretrained if args.init != "dom_g" else "kinetics400"
+    c.trainable = "full"  # PECoP fine-tunes backbone + adapters with the method's recipe
+    c.bn_policy = "batch_stats"
+    c.precompute_features = False  # True: frozen backbone, heads on cached features
+    c.clips = dict(spec["clips"], preset=preset, clip_len=16)
+    c.data = dict(name=spec["builder"], config=spec["tasks"][task],
+                  train_split=spec["train"].format(fold=args.fold),
+                  eval_split=spec["test"].format(fold=args.fold),
+                  data_dir=None, repeat=1, eval_repeat=1, worker_count=0)
+    c.batch_size = 4
+    c.step_per_update = 1
+    c.num_epochs = 100
+    c.total_steps = 0
+    c.optimizer = dict(name="adam", lr=1e-4, weight_decay=0.0, schedule="constant",
+                       lr_factors={}, grad_clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8)
+    c.mesh = [("data", -1), ("model", 1)]
+    c.num_devices = 0
+    c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
+    c.checkpoint = dict(every_steps=0, max_to_keep=2, async_save=True)
+    c.eval_every_steps = -1  # -1: once per epoch (the official per-epoch test curve)
+    c.log_every_steps = 1
+    if args.probe:
+        c.trainable, c.bn_policy, c.precompute_features = "head", "frozen", True
+    return c, args
+
+
+def apply_debug(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, *, epochs: int) -> None:
+    """The ``debug`` variant: a probe (frozen backbone, cached features) on the small synthetic
+    set (64 training / 32 test videos of 64 frames, 64x64), under a minute on a CPU."""
+    task = args.task if args.dataset == "synthetic_aqa" and args.task else "finger_tapping"
+    c.data.update(name="synthetic_aqa", config=f"{task}_small", train_split="train", eval_split="test")
+    c.clips.update(DATASETS["synthetic_aqa"]["clips"], preset="deepmind_64")
+    c.model.variant = "deepmind"  # the numerics of the shipped Kinetics-400 weights
+    c.init_from = args.pretrained or "kinetics400"
+    if args.init != "dom_g" and not args.pretrained:
+        c.model.adapter_blocks = ()  # no pretraining run given: a Kinetics-400 start
+    c.trainable, c.bn_policy, c.precompute_features = "head", "frozen", True
+    c.batch_size, c.step_per_update = 8, 1
+    c.optimizer.update(lr=1e-3, lr_factors={})
+    c.num_epochs = epochs
+    c.checkpoint.max_to_keep = 1

@@ -1,0 +1,46 @@
+"""CoRe fine-tuning (group-aware contrastive regression), one config per dataset/task.
+
+  aqa-jax train --config configs/core.py:dataset=mtl_aqa --workdir runs/core_mtl
+  aqa-jax train --config configs/core.py:dataset=pd4t,task=gait,init=pecop,pretrained=runs/pecop_gait ...
+
+Args: dataset (mtl_aqa | jigsaws | pd4t | fine_diving | synthetic_aqa), task, fold, init,
+pretrained, debug (as ``configs/usdl.py``).
+
+Official recipe (``configs/MTL_CoRe.yaml``): Adam, lr 1e-3 for the regressor and 1e-4 for the
+I3D (lr factor 0.1), no weight decay, no schedule, batch 1 with an optimizer step every 2
+(``step_per_update``), 200 epochs, BatchNorm statistics frozen (``fix_bn``), tree depth 5,
+10 test exemplars. MTL-AQA: with DD (target score/DD, theta 30, exemplars of the same
+difficulty). FineDiving (as the FineDiving paper re-ran CoRe "w/ DN"): exemplars of the same
+dive number, raw scores, theta 100. JIGSAWS (CoRe never released its JIGSAWS code) and PD4T
+(not published): every training sample is an exemplar candidate, theta = the largest possible
+score difference (24 for GRS 6-30, 4 for UPDRS 0-4), batch 2 as CoRe's AQA-7 recipe.
+"""
+
+from aqa_jax.config_lib import apply_debug, finetune_config
+
+# dataset: (use_dd, exemplar_key, theta, batch, step_per_update)
+SETTINGS = {
+    "mtl_aqa": (True, "difficulty", 30.0, 1, 2),
+    "fine_diving": (False, "action_type", 100.0, 1, 2),
+    "jigsaws": (False, "", 24.0, 2, 1),
+    "pd4t": (False, "", 4.0, 2, 1),
+    "synthetic_aqa": (False, "", 4.0, 2, 1),
+}
+
+
+def get_config(arg=None):
+    c, args = finetune_config("core", arg, datasets=tuple(SETTINGS), preset="core")
+    use_dd, key, theta, batch, spu = SETTINGS[args.dataset]
+    c.core = dict(depth=5, hidden=256, score_range=theta, use_dd=use_dd, exemplar_key=key,
+                  num_exemplars=10, group_bounds=[])
+    c.bn_policy = "frozen"
+    c.batch_size, c.step_per_update = batch, spu
+    c.num_epochs = 200
+    c.optimizer.update(lr=1e-3, lr_factors=dict(backbone=0.1, bn=0.1, adapter=0.1))
+    if args.dataset == "synthetic_aqa":
+        c.clips.preset = "deepmind_64"
+        c.num_epochs = 30
+    if args.debug:
+        apply_debug(c, args, epochs=10)
+        c.core.update(use_dd=False, exemplar_key="", score_range=4.0, num_exemplars=4)
+    return c

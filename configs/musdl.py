@@ -1,0 +1,44 @@
+"""MUSDL fine-tuning (one score distribution per judge), MTL-AQA and JIGSAWS.
+
+  aqa-jax train --config configs/musdl.py:dataset=mtl_aqa --workdir runs/musdl_mtl
+  aqa-jax train --config configs/musdl.py:dataset=jigsaws,task=suturing,fold=0,init=pecop,pretrained=... ...
+
+Args: as ``configs/usdl.py``. Official recipe (nzl-thu/MUSDL): Adam lr 1e-4, weight decay
+1e-5 on MTL-AQA (0 on JIGSAWS), batch 4, 100 epochs (80 on JIGSAWS). MTL-AQA: 7 judges x 21
+bins over 0-10 (0.5 apart), sigma 5, final score = middle three judges x difficulty.
+JIGSAWS: the 6 GRS items x 5 bins over 1-5, sigma 1, final score = their sum. For JIGSAWS run
+the four folds (``aqa-jax jigsaws-cv``) and report the mean of the last 10 epochs.
+On synthetic_aqa (and in ``debug``) the four generative factor severities (0-1, their
+weighted sum x4 is the score) stand in for judges.
+"""
+
+from aqa_jax.config_lib import apply_debug, finetune_config
+from aqa_jax.data.synthetic import FACTOR_WEIGHTS, FACTORS, MAX_SCORE
+
+# dataset: (judge field, judges, bins, lo, hi, sigma, combine, weight decay, epochs)
+JUDGES = {
+    "mtl_aqa": ("judge_scores", 7, 21, 0.0, 10.0, 5.0, "diving", 1e-5, 100),
+    "jigsaws": ("grs", 6, 5, 1.0, 5.0, 1.0, "sum", 0.0, 80),
+    "synthetic_aqa": ("factors", 4, 21, 0.0, 1.0, 2.0, "sum", 0.0, 30),
+}
+# synthetic_aqa: the four generative factor severities (0-1) stand in for judges; their
+# weighted sum (x4) is the score.
+FACTOR_JUDGE_WEIGHTS = [MAX_SCORE * FACTOR_WEIGHTS[f] for f in FACTORS]
+
+
+def get_config(arg=None):
+    c, args = finetune_config("musdl", arg, datasets=tuple(JUDGES), preset="musdl",
+                              decoding="argmax")
+    key, judges, bins, lo, hi, sigma, combine, wd, epochs = JUDGES[args.dataset]
+    c.usdl = dict(num_bins=bins, score_min=lo, score_max=hi, sigma=sigma, hidden=(256, 128),
+                  decoding=args.decoding, judge_key=key, num_judges=judges, combine=combine,
+                  judge_weights=FACTOR_JUDGE_WEIGHTS if args.dataset == "synthetic_aqa" else [])
+    c.optimizer.weight_decay = wd
+    c.num_epochs = epochs
+    if args.dataset == "synthetic_aqa":
+        c.clips.preset = "deepmind_64"
+    if args.debug:
+        apply_debug(c, args, epochs=20)
+        c.usdl.update(judge_key="factors", num_judges=4, num_bins=21, score_min=0.0,
+                      score_max=1.0, sigma=2.0, combine="sum", judge_weights=FACTOR_JUDGE_WEIGHTS)
+    return c
