@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -53,6 +54,42 @@ def _train(args: argparse.Namespace) -> int:
     for split in [k for k in summary if k not in ("steps", "param_counts")]:
         print(f"  {split}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items()
                                          if isinstance(v, (int, float))))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from aqa_jax.evaluation import evaluate_run
+
+    result = evaluate_run(args.workdir, step=args.step, dataset=args.dataset, split=args.split,
+                          data_dir=args.data_dir)
+    overlap = result.pop("overlap")
+    print(f"{args.workdir} step {result.pop('step')} on {result.pop('split')}: "
+          + ", ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float)))
+    if overlap:
+        print(f"warning: {len(overlap)} evaluated samples were training samples of this run "
+              "(FineDiving and MTL-AQA share videos): not a held-out figure")
+    print(f"per-sample predictions and scatter plot written to {args.workdir}")
+    return 0
+
+
+def _cross_validate(args: argparse.Namespace) -> int:
+    from aqa_jax.cross_validation import average_tasks, run_folds, with_args
+
+    folds = [int(f) for f in args.folds.split(",")]
+    tasks = args.tasks.split(",") if args.tasks else [None]
+    reports = {}
+    for task in tasks:
+        spec = with_args(args.config, task=task) if task else args.config
+        workdir = Path(args.workdir) / task if task else Path(args.workdir)
+        report = run_folds(spec, workdir, folds=folds, overrides=args.set or [], last=args.last)
+        reports[task or spec] = report
+        print(f"{task or spec}: mean of the {len(folds)} folds' test SRCC over the last "
+              f"{args.last} epochs = {report[f'mean_last_{args.last}']:.4f} (best epoch "
+              f"{report['best_epoch']}: {report['best_epoch_mean']:.4f}, selected on the test "
+              f"folds); per fold at the end: {', '.join(f'{v:.3f}' for v in report['fold_last'])}")
+    if len(reports) > 1:
+        print(f"Fisher-z average over {len(reports)} tasks: "
+              f"{average_tasks(reports, f'mean_last_{args.last}'):.4f}")
     return 0
 
 
@@ -151,6 +188,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set optimizer.lr=0.001 (repeatable)")
     pre.add_argument("--data-dir", help="where the built datasets are (default: $AQA_JAX_DATA_DIR)")
     pre.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run's checkpoint; per-sample CSV + scatter")
+    ev.add_argument("workdir", help="the --workdir of a training run")
+    ev.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    ev.add_argument("--dataset", help="another dataset to evaluate on, NAME or NAME/CONFIG "
+                    "(default: the run's own)")
+    ev.add_argument("--split", help="split to evaluate (default: the run's evaluation split)")
+    ev.add_argument("--data-dir", help="where the built datasets are")
+    ev.set_defaults(func=_evaluate)
+
+    cv = sub.add_parser("cv", help="k-fold cross-validation (JIGSAWS), MUSDL's report")
+    cv.add_argument("--config", required=True, help="a config with a fold arg, e.g. "
+                    "configs/musdl.py:dataset=jigsaws,task=suturing")
+    cv.add_argument("--workdir", required=True, help="fold<N>/ (and <task>/) runs go here")
+    cv.add_argument("--folds", default="0,1,2,3")
+    cv.add_argument("--tasks", help="comma-separated tasks, each cross-validated, then "
+                    "Fisher-z averaged (e.g. suturing,needle_passing,knot_tying)")
+    cv.add_argument("--last", type=int, default=10, help="epochs averaged at the end")
+    cv.add_argument("--set", action="append", metavar="KEY=VALUE")
+    cv.set_defaults(func=_cross_validate)
 
     exp = sub.add_parser("export-adapters", help="write a run's 3D-Adapters alone as .npz")
     exp.add_argument("workdir", help="the --workdir of a training run")

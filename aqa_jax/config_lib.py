@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from aqa_jax.data.sampling import CLIP_STARTS
 from aqa_jax.models.i3d import MIXED_BLOCKS
 from aqa_jax.train.sharding import DEFAULT_RULES
 
@@ -26,17 +27,17 @@ from aqa_jax.train.sharding import DEFAULT_RULES
 #   synthetic_aqa: all 64 frames, four non-overlapping clips, 64 px.
 DATASETS: dict[str, dict[str, Any]] = {
     "mtl_aqa": dict(builder="mtl_aqa", tasks={"diving": "default"}, train="train", test="test",
-                    clips=dict(layout="window", num_frames=103, clip_starts="core_10x16", max_shift=3)),
+                    clips=dict(layout="window", num_frames=103, clip_starts=CLIP_STARTS["core_10x16"], max_shift=3)),
     "jigsaws": dict(builder="jigsaws",
                     tasks={t: t for t in ("suturing", "needle_passing", "knot_tying")},
                     train="train_fold{fold}", test="test_fold{fold}",
-                    clips=dict(layout="uniform", num_frames=160, clip_starts="jigsaws_10x16", max_shift=0)),
+                    clips=dict(layout="uniform", num_frames=160, clip_starts=CLIP_STARTS["jigsaws_10x16"], max_shift=0)),
     "fine_diving": dict(builder="fine_diving", tasks={"diving": "default"}, train="train", test="test",
-                        clips=dict(layout="uniform", num_frames=96, clip_starts="tsa_9x16", max_shift=0)),
+                        clips=dict(layout="uniform", num_frames=96, clip_starts=CLIP_STARTS["tsa_9x16"], max_shift=0)),
     "pd4t": dict(builder="pd4t",
                  tasks={t: t for t in ("gait", "finger_tapping", "hand_movement", "leg_agility")},
                  train="train", test="test",
-                 clips=dict(layout="uniform", num_frames=103, clip_starts="core_10x16", max_shift=0)),
+                 clips=dict(layout="uniform", num_frames=103, clip_starts=CLIP_STARTS["core_10x16"], max_shift=0)),
     "synthetic_aqa": dict(builder="synthetic_aqa",
                           tasks={t: t for t in ("finger_tapping", "hand_movement", "leg_agility")},
                           train="train", test="test",

@@ -47,7 +47,18 @@ class Checkpointer:
             raise FileNotFoundError(
                 f"{workdir} has no checkpoints/ folder; is it the --workdir of a training run?"
             )
-        self.manager = ocp.CheckpointManager(
+        from absl import logging as absl_logging
+
+        verbosity = absl_logging.get_verbosity()
+        if read_only:  # orbax warns that a read-only manager does not save: we know
+            absl_logging.set_verbosity(absl_logging.ERROR)
+        try:
+            self.manager = self._manager(max_to_keep, async_save, read_only)
+        finally:
+            absl_logging.set_verbosity(verbosity)
+
+    def _manager(self, max_to_keep: int, async_save: bool, read_only: bool) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
             self.directory,
             item_names=ITEMS,
             item_handlers={

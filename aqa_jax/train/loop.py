@@ -94,8 +94,10 @@ class _Run:
         )
         self.rules = [tuple(r) for r in config.logical_axis_rules]
         self.shardings = state_shardings(self.boxed, self.tx, self.mesh, self.rules)
+        # data.eval_name / data.eval_config: evaluate on another dataset (default: the training one)
         self.eval_source = (
-            data_source(d.name, d.get("config"), d.eval_split, data_dir=d.get("data_dir"))
+            data_source(d.get("eval_name") or d.name, d.get("eval_config") or d.get("config"),
+                        d.eval_split, data_dir=d.get("data_dir"))
             if d.get("eval_split") else None
         )
         self.param_counts = _param_counts(abstract_params, config.trainable)

@@ -1,0 +1,121 @@
+"""k-fold runs and their report, as MUSDL evaluates JIGSAWS (``JIGSAWS/main.py``).
+
+Each fold trains its own model (``fold=N`` in the config's args) in ``<workdir>/fold<N>``,
+evaluated on its test fold after every epoch. At each epoch the folds' test SRCCs are
+averaged; the reported figure is the mean of that average over the **last 10 epochs** (the
+official "final test correlation"). The best epoch of the average is shown too, labelled as
+such. Tasks are averaged with the Fisher z-transform (MUSDL's ``JIGSAWS_avg.xls``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from aqa_jax.metrics import fisher_z_mean
+from aqa_jax.train.metrics_writer import read_jsonl
+
+CV_PNG = "cv_curve.png"
+
+
+def with_args(spec: str, **values: Any) -> str:
+    """``path.py:a=1,b`` with ``values`` set (replacing those already there)."""
+    path, _, arg = spec.partition(":")
+    items = [item for item in arg.split(",") if item and item.partition("=")[0] not in values]
+    items += [f"{k}={v}" for k, v in values.items()]
+    return f"{path}:{','.join(items)}"
+
+
+def _eval_split(workdir: Path) -> str:
+    config = workdir / "config.json"
+    return json.loads(config.read_text())["data"]["eval_split"] if config.is_file() else "test"
+
+
+def fold_curves(fold_workdirs: Sequence[str | Path], split: str | None = None, key: str = "srcc") -> np.ndarray:
+    """(folds, evaluations) array of ``key`` per fold, evaluations in step order; ``split``
+    defaults to each run's evaluation split (``test_fold<N>`` on JIGSAWS)."""
+    curves = []
+    for workdir in map(Path, fold_workdirs):
+        name = split or _eval_split(workdir)
+        records = [r for r in read_jsonl(workdir / "metrics.jsonl") if r["split"] == name and key in r]
+        curves.append([r[key] for r in sorted(records, key=lambda r: r["step"])])
+    length = min(len(c) for c in curves)
+    if length == 0:
+        raise ValueError(f"a fold has no {split} {key} records: was it evaluated every epoch?")
+    return np.array([c[:length] for c in curves], np.float64)
+
+
+def cv_report(fold_workdirs: Sequence[str | Path], *, last: int = 10, split: str | None = None,
+              key: str = "srcc") -> dict[str, Any]:
+    """Per-epoch fold mean, its mean over the last ``last`` epochs, its best epoch, and each
+    fold's last value."""
+    curves = fold_curves(fold_workdirs, split, key)
+    mean = curves.mean(0)
+    best = int(np.argmax(mean))
+    return {
+        "per_epoch_mean": mean.tolist(),
+        f"mean_last_{last}": float(mean[-last:].mean()),
+        "best_epoch": best + 1,
+        "best_epoch_mean": float(mean[best]),
+        "fold_last": curves[:, -1].tolist(),
+        "epochs": int(curves.shape[1]),
+    }
+
+
+def plot_cv(fold_workdirs: Sequence[str | Path], out: str | Path, *, title: str = "",
+            last: int = 10) -> Path:
+    """Each fold's test curve and their mean, the last-``last`` window shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = fold_curves(fold_workdirs)
+    epochs = np.arange(1, curves.shape[1] + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, curve in enumerate(curves):
+        ax.plot(epochs, curve, lw=0.8, alpha=0.6, label=f"fold {i}")
+    ax.plot(epochs, curves.mean(0), "k-", lw=2, label="mean of folds")
+    ax.axvspan(max(1, epochs[-1] - last + 1), epochs[-1], color="gray", alpha=0.15,
+               label=f"last {last} epochs (reported)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test SRCC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def run_folds(spec: str, workdir: str | Path, *, folds: Iterable[int] = range(4),
+              overrides: Sequence[str] = (), last: int = 10) -> dict[str, Any]:
+    """Trains every fold of ``spec`` (a config with a ``fold`` arg; resumes finished folds),
+    writes ``cv_report.json`` and ``cv_curve.png`` into ``workdir`` and returns the report."""
+    from aqa_jax.config_args import apply_overrides, load_config
+    from aqa_jax.train.loop import train
+
+    workdir = Path(workdir)
+    fold_dirs = []
+    for fold in folds:
+        config = apply_overrides(load_config(with_args(spec, fold=fold)), list(overrides))
+        if int(config.get("eval_every_steps", 0)) == 0:
+            raise ValueError("cross-validation reads the per-epoch test curve: the config must "
+                             "evaluate every epoch (eval_every_steps=-1)")
+        fold_dirs.append(workdir / f"fold{fold}")
+        train(config, fold_dirs[-1])
+    report = cv_report(fold_dirs, last=last)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "cv_report.json").write_text(json.dumps(report, indent=2))
+    plot_cv(fold_dirs, workdir / CV_PNG, title=spec, last=last)
+    return report
+
+
+def average_tasks(reports: dict[str, dict[str, Any]], key: str = "mean_last_10") -> float:
+    """Fisher-z average of the tasks' reported correlations."""
+    return fisher_z_mean([r[key] for r in reports.values()])
