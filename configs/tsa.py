@@ -15,8 +15,9 @@ blocks of dim 64 with 8 heads; exemplars of the same dive number (``action_type`
 one in training, 10 in evaluation; ground-truth step boundaries for epochs
 ``epoch / 200 <= 0.25``, predicted ones afterwards and in evaluation.
 
-Deviations: see :mod:`aqa_jax.methods.tsa` (step boundaries without the step in the batch,
-PSNet BatchNorm under ``bn_policy='frozen'``, BCE from logits). The official run trains the
+Deviations and choices: see :mod:`aqa_jax.methods.tsa` (the boundary schedule in steps,
+sane boundaries, BCE from logits, the official feature-map reshape kept as
+``map_layout='official'``). The official run trains the
 whole I3D (``trainable='full'``) with Kinetics-400 weights from hassony2's port;
 ``init=dom_g`` uses the Kinetics-400 weights of ``init_from``.
 

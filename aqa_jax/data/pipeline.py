@@ -100,8 +100,11 @@ class FrameClipSampler:
         raise ValueError(f"unknown frame layout {self.layout!r}: use uniform, window or all")
 
     def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
+        return self.example(record, self.frame_indices(record, rng), rng)
+
+    def example(self, record: Record, idx: np.ndarray, rng: np.random.Generator | None) -> dict[str, Any]:
+        """The example of the frames at ``idx``: decoded, transformed, cut into clips."""
         sample = _text(record["id"])
-        idx = self.frame_indices(record, rng)
         frames = decode_frames(record["frames"], idx, source=sample)
         clip = apply_transform(frames, self.preset, rng=rng)
         if self.clip_starts is not None:
@@ -226,7 +229,9 @@ def make_dataset(
     if drop_remainder is None:
         drop_remainder = train
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    it = ds.to_iter_dataset()
+    # grain's default ReadOptions read 500 elements (here: batches) ahead with 16 threads; when
+    # the step is slower than decoding (any CPU run) that buffer fills with GBs of clips.
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
     if worker_count > 0:
         from absl import flags
 

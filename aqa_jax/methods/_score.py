@@ -102,11 +102,15 @@ class ScoreMethod(Method):
 
     def clip_sampler(self, train: bool) -> FrameClipSampler | CachedClipSampler:
         """record → one video's clips (or its cached features) with score and labels."""
-        c = self.config.clips
         if self.feature_mode:
-            return CachedClipSampler(tuple(self.label_keys) + tuple(c.get("label_keys", ())))
+            return CachedClipSampler(self.clip_sampler_fields(train)["label_keys"])
+        return FrameClipSampler(**self.clip_sampler_fields(train))
+
+    def clip_sampler_fields(self, train: bool) -> dict[str, Any]:
+        """The :class:`FrameClipSampler` fields of ``config.clips`` (no shift in evaluation)."""
+        c = self.config.clips
         starts = c.get("clip_starts")
-        return FrameClipSampler(
+        return dict(
             layout=c.layout, num_frames=c.num_frames,
             clip_starts=tuple(starts) if isinstance(starts, (list, tuple)) else starts,
             clip_len=c.get("clip_len", 16), preset=c.preset,

@@ -50,16 +50,15 @@ Our choices where the official code has none or cannot run:
 
 - **switch to predicted boundaries**: the network uses the ground truth while
   ``batch["train_step"] < gt_boundary_steps`` (:meth:`Method.prepare` computes the step of
-  the official epoch rule). The generic train step does not put the step in the batch (yet);
-  without ``train_step`` the network always uses the predicted boundaries, as the official
-  run does for 75% of its epochs and in every evaluation;
+  the official epoch rule; the generic train step puts its step count in the batch as
+  ``train_step``). A forward without ``train_step`` uses the predicted boundaries, as the
+  official run does for 75% of its epochs and in every evaluation;
 - **PSNet BatchNorm**: the official code freezes only the I3D's BN (``fix_bn`` on
   ``base_model``); PSNet's BN is in training mode (batch statistics, running statistics
-  updated, running variance unbiased as PyTorch). We do that whenever the ``batch_stats``
-  collection is mutable in a training forward; when it is not (the generic step with
-  ``bn_policy='frozen'`` does not make it mutable), PSNet normalises with its running
-  statistics in training too (consistent between training and evaluation, but the initial
-  statistics 0/1 then never move);
+  updated, running variance unbiased as PyTorch). The generic train step makes
+  ``batch_stats`` mutable under every BN policy, so PSNet does that in training while the
+  backbone (``bn_policy='frozen'``) keeps its statistics; a forward whose ``batch_stats`` is
+  not mutable normalises PSNet with its running statistics;
 - **map layout** (``map_layout``): the official helper reshapes the (N, 9, 1024, H', W')
   feature maps with ``reshape(-1, 9, 1024)`` (and the PSNet output back with
   ``reshape(N, 96, 64, H', W')``), a memory reinterpretation that does *not* give one
@@ -96,10 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aqa_jax.data.exemplars import ExemplarPool, PairSampler
-from aqa_jax.data.frames import decode_frames
 from aqa_jax.data.pipeline import FrameClipSampler, Record
-from aqa_jax.data.sampling import split_clips
-from aqa_jax.data.transforms import apply_transform
 from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features
 from aqa_jax.metrics import tiou_at
 from aqa_jax.models.i3d import InceptionI3d
@@ -179,18 +175,10 @@ class TSAClipSampler(FrameClipSampler):
             t = fixed_transitions(len(indices))
         return to_pseudo_frames(t, len(indices), self.num_pseudo_frames)
 
-    def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
-        sample = _text(record["id"])
-        idx = self.frame_indices(record, rng)
-        frames = decode_frames(record["frames"], idx, source=sample)
-        clip = apply_transform(frames, self.preset, rng=rng)
-        if self.clip_starts is not None:
-            clip = clip[split_clips(np.arange(len(idx)), self.clip_starts, self.clip_len)]
-        example = {"id": sample, "clip": clip, "score": np.float32(record["score"]),
-                   "transitions": self.transitions(record, idx)}
-        for key in self.label_keys:
-            example[key] = np.asarray(record[key])
-        return example
+    def example(self, record: Record, idx: np.ndarray, rng: np.random.Generator | None) -> dict[str, Any]:
+        out = super().example(record, idx, rng)
+        out["transitions"] = self.transitions(record, idx)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,16 +549,8 @@ class Method(ScoreMethod):
                           max(int(t.get("gt_boundary_steps", 0)), 0), t.get("map_layout", "official"))
 
     def clip_sampler(self, train: bool) -> TSAClipSampler:
-        c = self.config.clips
-        starts = c.get("clip_starts")
-        return TSAClipSampler(
-            layout=c.layout, num_frames=c.num_frames,
-            clip_starts=tuple(starts) if isinstance(starts, (list, tuple)) else starts,
-            clip_len=c.get("clip_len", 16), preset=c.preset,
-            max_shift=c.get("max_shift", 0) if train else 0,
-            label_keys=tuple(self.label_keys) + tuple(c.get("label_keys", ())),
-            num_pseudo_frames=int(self.config.tsa.num_frames),
-        )
+        return TSAClipSampler(**self.clip_sampler_fields(train),
+                              num_pseudo_frames=int(self.config.tsa.num_frames))
 
     def sampler(self, train: bool) -> TSAPairSampler:
         if self.pool is None:

@@ -76,7 +76,8 @@ def plot_learning_curves(
     import matplotlib.pyplot as plt
 
     records = list(records)
-    eval_keys = sorted({k for r in records if r["split"] != "train" for k in r} - {"step", "split"})
+    eval_keys = sorted({k for r in records if r["split"] != "train" for k in r}
+                       - {"step", "split", "num_samples"}, key=lambda k: (k != "srcc", k))
     panels = [("train", k) for k in keys if any(k in r for r in records if r["split"] == "train")]
     panels += [("eval", k) for k in eval_keys if not k.startswith("chance")]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.4),
@@ -94,7 +95,13 @@ def plot_learning_curves(
                 ax.plot(steps, smooth, lw=1.6, label=f"mean of {window}")
             ax.legend(fontsize=7)
         else:
-            ax.plot(steps, values, "o-")
+            ax.plot(steps, values, "o-", ms=3)
+            if key == "srcc" and len(values) > 1:  # the official repos report the best epoch
+                best = max(range(len(values)), key=lambda i: values[i])
+                ax.plot(steps[best], values[best], "r*", ms=11,
+                        label=f"best {values[best]:.3f} (test-selected)")
+                ax.plot(steps[-1], values[-1], "ks", ms=6, label=f"last {values[-1]:.3f}")
+                ax.legend(fontsize=7)
             chance = [r.get(key.replace("acc", "chance")) for r in rows]
             if key.startswith("acc") and chance and chance[-1] is not None:
                 ax.axhline(chance[-1], ls="--", c="gray", lw=1, label="chance")

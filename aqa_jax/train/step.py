@@ -7,7 +7,8 @@ leaves. The ``optax.partition`` optimizer gives frozen leaves ``set_to_zero`` an
 parameters are passed through untouched, bit for bit.
 
 BatchNorm (``config.bn_policy``):
-  ``frozen``: running statistics normalise and stay fixed (BN in eval mode);
+  ``frozen``: the backbone's running statistics normalise and stay fixed (BN in eval mode);
+    a head's own BatchNorm in training mode (TSA's PSNet) still updates its statistics;
   ``batch_stats``: batch statistics normalise and the running statistics are updated, as
     PECoP's ``model.train()`` does even though its BN scale/bias are frozen.
 
@@ -59,7 +60,7 @@ def make_train_step(
         if batch_stats:
             variables["batch_stats"] = batch_stats
         kwargs = dict(train=True, use_running_average=not update_bn, rngs={"dropout": rng})
-        if update_bn and batch_stats:
+        if batch_stats:  # "frozen" keeps the backbone's statistics; a head's train-mode BN (TSA) updates its own
             outputs, mutated = model.apply(variables, batch, mutable=["batch_stats"], **kwargs)
             batch_stats = mutated["batch_stats"]
         else:
@@ -72,6 +73,9 @@ def make_train_step(
     def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
         train_params, frozen = split_trainable(state.params, trainable)
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
+        # the training progress, for methods that schedule on it (TSA's ground-truth boundaries)
+        progress = state.step if step_per_update == 1 else jnp.full((step_per_update,), state.step)
+        batch = {**batch, "train_step": progress}
         if step_per_update == 1:
             (loss, (metrics, batch_stats)), grads = grad_fn(
                 train_params, frozen, state.batch_stats, batch, rng
