@@ -21,7 +21,13 @@ import grain
 import numpy as np
 
 from aqa_jax.data.frames import decode_frames
-from aqa_jax.data.sampling import sample_pecop_vspp, split_clips, uniform_indices, window_ending_at
+from aqa_jax.data.sampling import (
+    absolute_linspace_indices,
+    sample_pecop_vspp,
+    split_clips,
+    uniform_indices,
+    window_ending_at,
+)
 from aqa_jax.data.transforms import apply_transform
 
 Record = Mapping[str, Any]
@@ -68,7 +74,9 @@ class FrameClipSampler:
     """Score-regression example: frames chosen by a layout, cut into 16-frame clips.
 
     Attributes:
-      layout: ``uniform`` (``num_frames`` spread over the video), ``window`` (the
+      layout: ``uniform`` (``num_frames`` spread over the video; over the absolute frame
+        numbers when the record is a trimmed instance with ``start_frame``/``end_frame``, as
+        TSA samples FineDiving), ``window`` (the
         ``num_frames`` ending at ``record[end_key]``, shifted by U{-max_shift..max_shift} in
         training), or ``all`` (every stored frame).
       num_frames: frames per example (103 CoRe/MUSDL on MTL-AQA, 96 TSA, 160 JIGSAWS).
@@ -90,6 +98,10 @@ class FrameClipSampler:
     def frame_indices(self, record: Record, rng: np.random.Generator | None) -> np.ndarray:
         total = int(record["num_frames"])
         if self.layout == "uniform":
+            if "start_frame" in record and "end_frame" in record:  # a trimmed instance (FineDiving)
+                start, end = int(record["start_frame"]), int(record["end_frame"])
+                if end - start + 1 == total:
+                    return absolute_linspace_indices(start, end, self.num_frames)
             return uniform_indices(total, self.num_frames)
         if self.layout == "window":
             shift = int(rng.integers(-self.max_shift, self.max_shift + 1)) if rng else 0

@@ -37,9 +37,9 @@ Transition labels (``datasets/FineDiving_Pair.py``, ``load_video``): the per-fra
 labels of the sampled frames; distinct labels in order of first appearance; t1 = the first
 index of the 2nd, t2 = the first index of the last (the loader stores ``t - 1``, the runner
 adds the 1 back). The 96 frames are ``np.linspace(start, end, 96).astype(int) - start`` over
-the absolute frame numbers, which :class:`TSAClipSampler` reproduces when the record has
-``start_frame``/``end_frame`` (the ``uniform`` layout's ``linspace(0, n - 1, 96)`` truncates to
-a different frame for about 1.4% of the instance lengths/offsets). Records without
+the absolute frame numbers, which the ``uniform`` layout of
+:class:`~aqa_jax.data.pipeline.FrameClipSampler` reproduces for records with
+``start_frame``/``end_frame``. Records without
 ``frame_labels`` (``synthetic_aqa``) get **fixed stand-in transitions** at the thirds,
 ``round(T/3)`` and ``round(2T/3)`` of the T sampled frames: a debug-only device so the
 pipeline runs end to end; there the BCE learns a constant and tIoU means nothing. With
@@ -112,13 +112,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def official_frame_positions(start_frame: int, end_frame: int, length: int) -> np.ndarray:
-    """TSA's frame sampling, ``np.linspace(start, end, length).astype(int) - start`` over the
-    absolute frame numbers (``FineDiving_Pair.load_video``): positions into the stored frames."""
-    frames = np.linspace(start_frame, end_frame, length).astype(np.int64)
-    return frames - start_frame
-
-
 def transitions_from_labels(sampled_labels: np.ndarray) -> np.ndarray | None:
     """(t1, t2) of TSA: the first index of the 2nd distinct label and of the last distinct
     label, labels ordered by first appearance (``load_video`` stores ``t - 1`` and the runner
@@ -147,21 +140,10 @@ def to_pseudo_frames(transitions: np.ndarray, num_sampled: int, num_pseudo: int)
 
 @dataclasses.dataclass(frozen=True)
 class TSAClipSampler(FrameClipSampler):
-    """:class:`FrameClipSampler` plus ``transitions`` (2,) int32 in pseudo-frame indices.
-
-    The ``uniform`` layout follows TSA's absolute-frame ``linspace`` when the record carries
-    ``start_frame``/``end_frame`` spanning its stored frames (FineDiving); labels come from
-    ``frame_labels`` of the sampled frames, or the fixed thirds without them (module doc).
-    """
+    """:class:`FrameClipSampler` plus ``transitions`` (2,) int32 in pseudo-frame indices, from
+    ``frame_labels`` of the sampled frames, or the fixed thirds without them (module doc)."""
 
     num_pseudo_frames: int = 96
-
-    def frame_indices(self, record: Record, rng: np.random.Generator | None) -> np.ndarray:
-        if self.layout == "uniform" and "start_frame" in record and "end_frame" in record:
-            start, end = int(record["start_frame"]), int(record["end_frame"])
-            if end - start + 1 == int(record["num_frames"]):
-                return official_frame_positions(start, end, self.num_frames)
-        return super().frame_indices(record, rng)
 
     def transitions(self, record: Record, indices: np.ndarray) -> np.ndarray:
         """The record's (t1, t2) for the frames at ``indices``, in pseudo-frame indices."""

@@ -62,6 +62,7 @@ import tensorflow_datasets as tfds
 
 from aqa_jax.data.bad_input import BadSampleError
 from aqa_jax.data.frames import decode_jpeg, encode_jpeg, resize_short_side
+from aqa_jax.data.sampling import absolute_linspace_indices
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 from aqa_jax.weights.safe_pickle import safe_load
 
@@ -85,13 +86,9 @@ _FIX = (
 
 
 def tsa_frame_positions(start_frame: int, end_frame: int, length: int = TSA_FRAME_LENGTH) -> np.ndarray:
-    """TSA's frame sampling: positions into the stored frames (and ``frame_labels``).
-
-    Same arithmetic as ``FineDiving_Pair_Dataset.load_video``:
-    ``np.linspace(start, end, length).astype(int) - start`` on the absolute frame numbers.
-    """
-    frames = np.linspace(start_frame, end_frame, length).astype(np.int64)
-    return (frames - start_frame).astype(np.int64)
+    """TSA's frame sampling: positions into the stored frames (and ``frame_labels``), as
+    ``FineDiving_Pair_Dataset.load_video`` (:func:`aqa_jax.data.sampling.absolute_linspace_indices`)."""
+    return absolute_linspace_indices(start_frame, end_frame, length)
 
 
 def tsa_transitions(sampled_labels: np.ndarray) -> np.ndarray:
