@@ -20,6 +20,16 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert "\n" not in err
 
 
+def test_evaluate_and_finetune_config_mistakes_are_one_line_errors(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "no_run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aqa-jax evaluate: error:") and "no_run" in err and "\n" not in err
+    assert main(["train", "--config", f"{CONFIGS}/core.py:dataset=pd4t,init=pecop",
+                 "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pretrained=" in err and "\n" not in err
+
+
 def test_config_args():
     cfg = parse_arg("variant=pecop,zero_init,reduction=8", variant="deepmind",
                     zero_init=False, reduction=4)
