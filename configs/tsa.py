@@ -28,8 +28,9 @@ every step: TSA reads per-clip feature maps, which the feature cache
 synthetic_aqa has no step labels: its transitions are the fixed thirds of the sampled frames
 (a debug-only stand-in; the BCE learns a constant and tIoU means nothing there), every
 training video is an exemplar candidate, 64 px clips (2 x 2 Mixed_5c maps), 30 epochs.
-``debug``: the small synthetic set, frozen backbone (not cached), 2 test exemplars, 3 epochs,
-evaluated once at the end: a few minutes on one CPU core.
+``debug``: the small synthetic set, frozen backbone (not cached), 2 test exemplars, 8 epochs,
+evaluated once at the end: about 6 minutes on one CPU core (test SRCC 0.52 here; 3 epochs
+gave 0.32).
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config
@@ -55,7 +56,7 @@ def get_config(arg=None):
     if args.dataset == "synthetic_aqa":
         c.clips.preset = "deepmind_64"
     if args.debug:
-        apply_debug(c, args, epochs=3)
+        apply_debug(c, args, epochs=8)
         c.precompute_features = False
         c.tsa.update(exemplar_key="", num_exemplars=2)
         c.eval_every_steps = 0  # one evaluation, at the end

@@ -470,3 +470,17 @@ def test_debug_training_run_reports_finite_srcc_and_tiou(synthetic_data_dir, tmp
     ids, columns = reports.read_predictions_csv(tmp_path / "predictions_test.csv")
     assert len(ids) == 4 and {"tiou", "t1_pred", "exemplar_spread"} <= set(columns)
     assert config.tsa.gt_boundary_steps == 1  # filled by prepare(): 2 epochs of 1 step, epoch 0
+
+
+@pytest.mark.slow  # the debug config as shipped: about 6 minutes on one core
+def test_debug_config_reaches_a_clearly_positive_srcc(tmp_path_factory, tmp_path):
+    from aqa_jax.data.registry import build
+    from aqa_jax.train.loop import train
+
+    data_dir = tmp_path_factory.mktemp("tsa_small")
+    build("synthetic_aqa", "finger_tapping_small", data_dir=str(data_dir))
+    config = load_config(f"{REPO}/configs/tsa.py:dataset=synthetic_aqa,debug")
+    config.data.data_dir = str(data_dir)
+    summary = train(config, tmp_path)
+    assert summary["test"]["num_samples"] == 32
+    assert summary["test"]["srcc"] > 0.35, summary["test"]
