@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 
 def _convert_weights(args: argparse.Namespace) -> int:
     from aqa_jax.weights.store import save_model_weights
@@ -91,6 +93,36 @@ def _cross_validate(args: argparse.Namespace) -> int:
         print(f"Fisher-z average over {len(reports)} tasks: "
               f"{average_tasks(reports, f'mean_last_{args.last}'):.4f}")
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from aqa_jax.predict import format_result, predict_videos, to_json
+
+    labels = {}
+    for item in args.label or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--label {item!r} must look like KEY=VALUE (e.g. difficulty=3.2)")
+        labels[key.strip()] = np.float32(value) if _is_number(value) else value
+    plot_dir = None
+    if args.plot:
+        plot_dir = Path(args.plot) if args.plot is not True else Path(args.checkpoint) / "predictions"
+    results = predict_videos(args.checkpoint, args.videos, step=args.step, labels=labels,
+                             data_dir=args.data_dir, plot_dir=plot_dir)
+    if args.json:
+        print(to_json(results))
+    else:
+        for result in results:
+            print(format_result(result))
+    return 1 if any("error" in r for r in results) else 0  # the errors are in the output
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _export_adapters(args: argparse.Namespace) -> int:
@@ -208,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--last", type=int, default=10, help="epochs averaged at the end")
     cv.add_argument("--set", action="append", metavar="KEY=VALUE")
     cv.set_defaults(func=_cross_validate)
+
+    pred = sub.add_parser("predict", help="score raw videos (mp4/avi/mov or frame folders) with a run")
+    pred.add_argument("videos", nargs="+", help="video files or folders of frames")
+    pred.add_argument("--checkpoint", required=True, help="the --workdir of a training run")
+    pred.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    pred.add_argument("--label", action="append", metavar="KEY=VALUE",
+                      help="a field the method needs per video, e.g. difficulty=3.2 (CoRe with DD)")
+    pred.add_argument("--json", action="store_true", help="print the results as JSON")
+    pred.add_argument("--plot", nargs="?", const=True, default=None, metavar="DIR",
+                      help="write a PNG per video (score distribution, per-clip scores) into DIR "
+                      "(default: CHECKPOINT/predictions)")
+    pred.add_argument("--data-dir", help="where the built datasets are (CoRe/TSA exemplars)")
+    pred.set_defaults(func=_predict)
 
     exp = sub.add_parser("export-adapters", help="write a run's 3D-Adapters alone as .npz")
     exp.add_argument("workdir", help="the --workdir of a training run")

@@ -52,6 +52,40 @@ def test_debug_finetune_reaches_a_clearly_positive_srcc(method, small_data_dir, 
         assert result["srcc"] == pytest.approx(summary["test"]["srcc"], abs=1e-6)
         assert result["r_l2"] == pytest.approx(summary["test"]["r_l2"], rel=1e-5)
         assert result["overlap"] == []
+        _check_predict(tmp_path, small_data_dir, ids, columns)
+
+
+def _check_predict(workdir, data_dir, ids, columns):
+    """`aqa-jax predict` on a test video's frames (as a folder of its stored JPEGs) gives the
+    evaluation's prediction for that video; an unreadable video is a one-line error."""
+    from aqa_jax.cli import main
+    from aqa_jax.data.registry import data_source
+
+    record = data_source("synthetic_aqa", "finger_tapping_small", "test", data_dir=str(data_dir))[0]
+    name = record["id"].decode() if isinstance(record["id"], bytes) else record["id"]
+    folder = workdir / "videos" / name
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(record["frames"]):
+        (folder / f"{i:05d}.jpg").write_bytes(frame)
+    (workdir / "videos" / "broken.mp4").write_bytes(b"not a video")
+    out = workdir / "predict.json"
+    import contextlib
+    import io
+    import json
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["predict", "--checkpoint", str(workdir), str(folder), str(workdir / "videos" / "broken.mp4"),
+                     "--json", "--plot", str(workdir / "plots")])
+    assert code == 1  # one video failed
+    good, bad = json.loads(buffer.getvalue())
+    row = ids.index(name)
+    assert good["score"] == pytest.approx(columns["score_pred"][row], abs=1e-4)
+    assert good["score_std"] == pytest.approx(columns["score_std"][row], abs=1e-4)
+    assert sum(good["distribution"]["probability"]) == pytest.approx(1.0, abs=1e-4)
+    assert len(good["per_clip"]) == 4 and Path(good["plot"]).stat().st_size > 10_000
+    assert "broken.mp4" in bad["video"] and "cannot open" in bad["error"] and "\n" not in bad["error"]
+    out.write_text(buffer.getvalue())
 
 
 def test_cached_features_give_the_same_outputs_as_the_full_network(small_data_dir):

@@ -106,6 +106,12 @@ class ScoreMethod(Method):
             return CachedClipSampler(self.clip_sampler_fields(train)["label_keys"])
         return FrameClipSampler(**self.clip_sampler_fields(train))
 
+    def target_placeholders(self) -> dict[str, Any]:
+        """Values for the training targets among ``label_keys`` that a raw video lacks (e.g.
+        MUSDL's judge scores); prediction does not read them. Other label keys (difficulty
+        with DD) are inputs a user must give."""
+        return {}
+
     def clip_sampler_fields(self, train: bool) -> dict[str, Any]:
         """The :class:`FrameClipSampler` fields of ``config.clips`` (no shift in evaluation)."""
         c = self.config.clips

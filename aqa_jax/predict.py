@@ -1,0 +1,242 @@
+"""``aqa-jax predict``: score raw videos with a trained run's checkpoint.
+
+A video (mp4/avi/mov, any size and frame rate, or a folder of frame images) becomes a record
+like the datasets' (frames as JPEG at short side 256, as the builders store them, or the
+folder's own JPEG bytes when they are no larger), then goes through the run's own clip
+sampler (its frame layout, clip starts and transform preset) and network. Layouts tied to an
+annotation fall back to what a raw video allows: the ``window`` layout (MTL-AQA's 103 frames
+ending at the annotated end frame) takes the same number of frames spread over the whole video.
+
+Per video: the score, the method's uncertainty where it has one (USDL: the mean, std and
+histogram of its score distribution; CoRe/TSA: the spread over exemplars) and per-clip
+contributions: the score the network gives each clip seen alone (CoRe: against the exemplars'
+clip at the same place; TSA, whose PSNet reads a fixed number of clips, has none). A video that cannot be read gets a one-line error and
+the others are still scored. CoRe and TSA compare with training exemplars chosen as in
+evaluation, by a permutation seeded by the sample id, here the video's file or folder name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from aqa_jax.data.frames import FrameError, encode_video_frames, iter_video, resize_short_side
+
+SHORT_SIDE = 256
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_video_record(path: str | Path, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A raw video or frame folder as a dataset-like record (see module docstring)."""
+    import cv2
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FrameError(f"{path}: a frame folder needs {'/'.join(IMAGE_SUFFIXES)} images")
+        frames = []
+        for f in files:
+            raw = f.read_bytes()
+            image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise FrameError(f"{f}: not a readable image")
+            if f.suffix.lower() in (".jpg", ".jpeg") and min(image.shape[:2]) <= SHORT_SIDE:
+                frames.append(raw)  # the stored bytes, exactly as a builder keeps them
+            else:
+                frames.extend(encode_video_frames([resize_short_side(image[..., ::-1], SHORT_SIDE)], None, 95))
+    else:
+        frames = encode_video_frames(_shrink(iter_video(path)), None, 95)
+    record = {"id": path.name, "frames": frames, "num_frames": len(frames), "score": np.float32(np.nan)}
+    record.update(labels or {})
+    return record
+
+
+def _shrink(frames):
+    for frame in frames:
+        yield resize_short_side(frame, SHORT_SIDE) if min(frame.shape[:2]) > SHORT_SIDE else frame
+
+
+class Predictor:
+    """A run's network and checkpoint, ready to score records (see module docstring)."""
+
+    def __init__(self, workdir: str | Path, *, step: int | None = None, data_dir: str | None = None):
+        import jax
+
+        from aqa_jax.evaluation import load_run_config
+        from aqa_jax.methods import get_method
+        from aqa_jax.train.checkpoint import Checkpointer
+
+        config = load_run_config(workdir)
+        if data_dir:
+            config.data.data_dir = data_dir
+        config.precompute_features = False  # raw videos go through the whole network
+        if config.get("clips", {}).get("layout") == "window":
+            config.clips.layout = "uniform"
+        self.config = config
+        self.method = get_method(config.method)(config)
+        if hasattr(self.method, "pool"):  # CoRe/TSA score against training exemplars
+            self.method.prepare(self._train_source(config))
+        self.model = self.method.build_model()
+        ckpt = Checkpointer(workdir, read_only=True)
+        self.step = ckpt.latest_step() if step is None else step
+        if self.step is None or self.step not in ckpt.all_steps():
+            raise FileNotFoundError(f"no checkpoint {step} in {ckpt.directory}; steps: {ckpt.all_steps()}")
+        state = ckpt.restore_item(self.step, "state")  # whole arrays on this machine
+        ckpt.close()
+        self.variables = {"params": state["params"]}
+        if state.get("batch_stats"):
+            self.variables["batch_stats"] = state["batch_stats"]
+        self.sampler = self.method.sampler(False)
+        self.apply = jax.jit(lambda v, batch: self.model.apply(v, batch, train=False))
+        self.per_clip = self.config.method != "tsa"
+
+    @staticmethod
+    def _train_source(config):
+        from aqa_jax.data.registry import data_source
+
+        d = config.data
+        try:
+            return data_source(d.name, d.get("config"), d.train_split, data_dir=d.get("data_dir"))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"{config.method} scores a video against exemplars from its training split "
+                f"({d.name}/{d.get('config')}:{d.train_split}), which is not built here: {err}") from None
+
+    def _outputs(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in self.method.host_keys}
+        return batch, self.apply(self.variables, batch)
+
+    def _predict(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        import jax
+
+        batch, outputs = self._outputs(example)
+        return jax.device_get(self.method.predict(outputs, batch))
+
+    def score(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The score of one record, its uncertainty and per-clip scores."""
+        record = {**self.method.target_placeholders(), **record}
+        missing = [k for k in self.method.label_keys if k not in record]
+        if missing:
+            raise ValueError(f"this {self.config.method} run needs {', '.join(missing)} for each "
+                             f"video (pass --label {missing[0]}=VALUE)")
+        example = self.sampler(record, None)
+        columns = self.method.per_sample(self._predict(example))
+        out: dict[str, Any] = {"video": str(record["id"]), "score": float(columns["score_pred"][0]),
+                               "num_frames": int(record["num_frames"])}
+        for key in ("score_std", "exemplar_spread"):
+            if key in columns:
+                out[key] = float(columns[key][0])
+        histogram = self._histogram(example)
+        if histogram is not None:
+            out["distribution"] = histogram
+        if self.per_clip and np.ndim(example["clip"]) >= 5 and len(example["clip"]) > 1:
+            out["per_clip"] = [self._clip_score(example, j) for j in range(len(example["clip"]))]
+        return out
+
+    def _clip_score(self, example: Mapping[str, Any], j: int) -> float:
+        alone = dict(example, clip=example["clip"][j : j + 1])
+        if "exemplar_clip" in example:  # compared with the exemplars' clip at the same place
+            alone["exemplar_clip"] = example["exemplar_clip"][:, j : j + 1]
+        return float(self.method.per_sample(self._predict(alone))["score_pred"][0])
+
+    def _histogram(self, example: Mapping[str, Any]) -> dict[str, list[float]] | None:
+        """USDL/MUSDL: the predicted distribution over score bins (first judge's for MUSDL)."""
+        if self.config.method not in ("usdl", "musdl"):
+            return None
+        import jax
+
+        logits = self._outputs(example)[1]["logits"][0, 0]
+        probs = np.asarray(jax.nn.softmax(logits))
+        u = self.config.usdl
+        bins = u.score_min + (u.score_max - u.score_min) / (u.num_bins - 1) * np.arange(u.num_bins)
+        return {"bins": bins.round(6).tolist(), "probability": probs.round(6).tolist()}
+
+
+def plot_prediction(result: Mapping[str, Any], out: str | Path) -> Path:
+    """The score distribution (USDL) and the per-clip scores of one video, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in ("distribution", "per_clip") if p in result]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "distribution":
+            d = result["distribution"]
+            width = (d["bins"][1] - d["bins"][0]) if len(d["bins"]) > 1 else 1.0
+            ax.bar(d["bins"], d["probability"], width=0.9 * width)
+            ax.axvline(result["score"], color="r", label=f"score {result['score']:.2f}")
+            ax.set_xlabel("score")
+            ax.set_ylabel("probability")
+            ax.set_title("predicted score distribution")
+        else:
+            clips = range(1, len(result["per_clip"]) + 1)
+            ax.plot(clips, result["per_clip"], "o-")
+            ax.set_xticks(list(clips))
+            ax.axhline(result["score"], color="r", ls="--", label=f"video {result['score']:.2f}")
+            ax.set_xlabel("clip")
+            ax.set_ylabel("score of the clip alone")
+            ax.set_title("per-clip scores")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, f"score {result['score']:.3f}", ha="center", va="center")
+        axes[0][0].axis("off")
+    fig.suptitle(result["video"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def predict_videos(workdir: str | Path, videos: Sequence[str | Path], *, step: int | None = None,
+                   labels: Mapping[str, Any] | None = None, data_dir: str | None = None,
+                   plot_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Scores every video; an unreadable one gives ``{"video", "error"}`` instead."""
+    predictor = Predictor(workdir, step=step, data_dir=data_dir)
+    results = []
+    for video in videos:
+        try:
+            result = predictor.score(read_video_record(video, labels))
+        except (FrameError, ValueError, OSError) as err:
+            results.append({"video": str(video), "error": str(err).splitlines()[0]})
+            continue
+        result["video"] = str(video)
+        if plot_dir is not None:
+            Path(plot_dir).mkdir(parents=True, exist_ok=True)
+            result["plot"] = str(plot_prediction(result, Path(plot_dir) / f"{Path(video).name}.png"))
+        results.append(result)
+    return results
+
+
+def format_result(result: Mapping[str, Any]) -> str:
+    """One human-readable block per video."""
+    if "error" in result:
+        return f"{result['video']}: error: {result['error']}"
+    lines = [f"{result['video']}: score {result['score']:.3f}"]
+    if "score_std" in result:
+        lines.append(f"  distribution: mean ± std {_mean(result):.3f} ± {result['score_std']:.3f}")
+    if "exemplar_spread" in result:
+        lines.append(f"  spread over exemplars (std): {result['exemplar_spread']:.3f}")
+    if "per_clip" in result:
+        lines.append("  per clip: " + " ".join(f"{v:.2f}" for v in result["per_clip"]))
+    if "plot" in result:
+        lines.append(f"  plot: {result['plot']}")
+    return "\n".join(lines)
+
+
+def _mean(result: Mapping[str, Any]) -> float:
+    d = result.get("distribution")
+    if not d:
+        return math.nan
+    return float(np.dot(d["bins"], d["probability"]))
+
+
+def to_json(results: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(results), indent=2)
