@@ -81,7 +81,7 @@ def _cross_validate(args: argparse.Namespace) -> int:
     tasks = args.tasks.split(",") if args.tasks else [None]
     reports = {}
     for task in tasks:
-        spec = with_args(args.config, task=task) if task else args.config
+        spec = with_args(args.config.replace("{task}", task), task=task) if task else args.config
         workdir = Path(args.workdir) / task if task else Path(args.workdir)
         report = run_folds(spec, workdir, folds=folds, overrides=args.set or [], last=args.last)
         reports[task or spec] = report
@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("cv", help="k-fold cross-validation (JIGSAWS), MUSDL's report")
     cv.add_argument("--config", required=True, help="a config with a fold arg, e.g. "
-                    "configs/musdl.py:dataset=jigsaws,task=suturing")
+                    "configs/musdl.py:dataset=jigsaws,task=suturing; {fold} and {task} in it are "
+                    "replaced (e.g. pretrained=runs/pecop_{task}_f{fold})")
     cv.add_argument("--workdir", required=True, help="fold<N>/ (and <task>/) runs go here")
     cv.add_argument("--folds", default="0,1,2,3")
     cv.add_argument("--tasks", help="comma-separated tasks, each cross-validated, then "

@@ -29,6 +29,11 @@ def with_args(spec: str, **values: Any) -> str:
     return f"{path}:{','.join(items)}"
 
 
+def fold_spec(spec: str, fold: int) -> str:
+    """``spec`` for one fold: ``fold=N`` set and ``{fold}`` replaced by N."""
+    return with_args(spec.replace("{fold}", str(fold)), fold=fold)
+
+
 def _eval_split(workdir: Path) -> str:
     config = workdir / "config.json"
     return json.loads(config.read_text())["data"]["eval_split"] if config.is_file() else "test"
@@ -96,14 +101,18 @@ def plot_cv(fold_workdirs: Sequence[str | Path], out: str | Path, *, title: str 
 def run_folds(spec: str, workdir: str | Path, *, folds: Iterable[int] = range(4),
               overrides: Sequence[str] = (), last: int = 10) -> dict[str, Any]:
     """Trains every fold of ``spec`` (a config with a ``fold`` arg; resumes finished folds),
-    writes ``cv_report.json`` and ``cv_curve.png`` into ``workdir`` and returns the report."""
+    writes ``cv_report.json`` and ``cv_curve.png`` into ``workdir`` and returns the report.
+
+    ``{fold}`` in ``spec`` is replaced by the fold number, so each fold can start from its own
+    pretraining run (PECoP pretrains on a JIGSAWS fold's training trials):
+    ``configs/musdl.py:dataset=jigsaws,init=pecop,pretrained=runs/pecop_suturing_f{fold}``."""
     from aqa_jax.config_args import apply_overrides, load_config
     from aqa_jax.train.loop import train
 
     workdir = Path(workdir)
     fold_dirs = []
     for fold in folds:
-        config = apply_overrides(load_config(with_args(spec, fold=fold)), list(overrides))
+        config = apply_overrides(load_config(fold_spec(spec, fold)), list(overrides))
         if int(config.get("eval_every_steps", 0)) == 0:
             raise ValueError("cross-validation reads the per-epoch test curve: the config must "
                              "evaluate every epoch (eval_every_steps=-1)")

@@ -21,6 +21,8 @@ def test_overlap_between_finediving_and_mtl_aqa_splits_is_named():
 def test_with_args_sets_and_replaces_config_args():
     assert cv.with_args("configs/musdl.py:dataset=jigsaws,fold=3", fold=1) == "configs/musdl.py:dataset=jigsaws,fold=1"
     assert cv.with_args("configs/musdl.py", fold=2, task="suturing") == "configs/musdl.py:fold=2,task=suturing"
+    assert cv.fold_spec("configs/musdl.py:dataset=jigsaws,init=pecop,pretrained=runs/p_f{fold}", 3) == (
+        "configs/musdl.py:dataset=jigsaws,init=pecop,pretrained=runs/p_f3,fold=3")
 
 
 def test_cv_report_is_the_mean_of_the_per_epoch_fold_average_over_the_last_epochs(tmp_path):
