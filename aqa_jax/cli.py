@@ -129,12 +129,7 @@ def _export_adapters(args: argparse.Namespace) -> int:
     from aqa_jax.train.checkpoint import Checkpointer, save_adapters_npz
 
     ckpt = Checkpointer(args.workdir, read_only=True)
-    step = args.step if args.step is not None else ckpt.latest_step()
-    if step is None or step not in ckpt.all_steps():
-        raise FileNotFoundError(
-            f"no checkpoint {'at step ' + str(step) if step is not None else ''} in "
-            f"{ckpt.directory}; steps there: {ckpt.all_steps()}"
-        )
+    step = ckpt.checked_step(args.step)
     adapters = ckpt.restore_item(step, "adapters")
     ckpt.close()
     if not adapters:

@@ -77,9 +77,7 @@ def evaluate_run(
         raise ValueError("the run has no evaluation split: pass --split")
     run = loop._Run(config, workdir)
     ckpt = Checkpointer(workdir, read_only=True)
-    step = ckpt.latest_step() if step is None else step
-    if step is None or step not in ckpt.all_steps():
-        raise FileNotFoundError(f"no checkpoint {step} in {ckpt.directory}; steps: {ckpt.all_steps()}")
+    step = ckpt.checked_step(step)
     state = ckpt.restore(step, run.abstract_state())
     ckpt.close()
     eval_name = d.get("eval_name") or d.name

@@ -83,9 +83,7 @@ class Predictor:
             self.method.prepare(self._train_source(config))
         self.model = self.method.build_model()
         ckpt = Checkpointer(workdir, read_only=True)
-        self.step = ckpt.latest_step() if step is None else step
-        if self.step is None or self.step not in ckpt.all_steps():
-            raise FileNotFoundError(f"no checkpoint {step} in {ckpt.directory}; steps: {ckpt.all_steps()}")
+        self.step = ckpt.checked_step(step)
         state = ckpt.restore_item(self.step, "state")  # whole arrays on this machine
         ckpt.close()
         self.variables = {"params": state["params"]}
@@ -107,33 +105,31 @@ class Predictor:
                 f"{config.method} scores a video against exemplars from its training split "
                 f"({d.name}/{d.get('config')}:{d.train_split}), which is not built here: {err}") from None
 
-    def _outputs(self, example: Mapping[str, Any]) -> dict[str, Any]:
-        batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in self.method.host_keys}
-        return batch, self.apply(self.variables, batch)
-
-    def _predict(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _run(self, example: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(per-sample columns, network outputs) of one example: one forward pass."""
         import jax
 
-        batch, outputs = self._outputs(example)
-        return jax.device_get(self.method.predict(outputs, batch))
+        batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in self.method.host_keys}
+        outputs = self.apply(self.variables, batch)
+        columns = self.method.per_sample(jax.device_get(self.method.predict(outputs, batch)))
+        return columns, jax.device_get(outputs)
 
     def score(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """The score of one record, its uncertainty and per-clip scores."""
-        record = {**self.method.target_placeholders(), **record}
+        record = {**self.method.absent_target_values(), **record}
         missing = [k for k in self.method.label_keys if k not in record]
         if missing:
             raise ValueError(f"this {self.config.method} run needs {', '.join(missing)} for each "
                              f"video (pass --label {missing[0]}=VALUE)")
         example = self.sampler(record, None)
-        columns = self.method.per_sample(self._predict(example))
+        columns, outputs = self._run(example)
         out: dict[str, Any] = {"video": str(record["id"]), "score": float(columns["score_pred"][0]),
                                "num_frames": int(record["num_frames"])}
         for key in ("score_std", "exemplar_spread"):
             if key in columns:
                 out[key] = float(columns[key][0])
-        histogram = self._histogram(example)
-        if histogram is not None:
-            out["distribution"] = histogram
+        if self.config.method in ("usdl", "musdl"):
+            out["distribution"] = self._histogram(outputs["logits"][0, 0])
         if self.per_clip and np.ndim(example["clip"]) >= 5 and len(example["clip"]) > 1:
             out["per_clip"] = [self._clip_score(example, j) for j in range(len(example["clip"]))]
         return out
@@ -142,16 +138,12 @@ class Predictor:
         alone = dict(example, clip=example["clip"][j : j + 1])
         if "exemplar_clip" in example:  # compared with the exemplars' clip at the same place
             alone["exemplar_clip"] = example["exemplar_clip"][:, j : j + 1]
-        return float(self.method.per_sample(self._predict(alone))["score_pred"][0])
+        return float(self._run(alone)[0]["score_pred"][0])
 
-    def _histogram(self, example: Mapping[str, Any]) -> dict[str, list[float]] | None:
+    def _histogram(self, logits: np.ndarray) -> dict[str, list[float]]:
         """USDL/MUSDL: the predicted distribution over score bins (first judge's for MUSDL)."""
-        if self.config.method not in ("usdl", "musdl"):
-            return None
-        import jax
-
-        logits = self._outputs(example)[1]["logits"][0, 0]
-        probs = np.asarray(jax.nn.softmax(logits))
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
         u = self.config.usdl
         bins = u.score_min + (u.score_max - u.score_min) / (u.num_bins - 1) * np.arange(u.num_bins)
         return {"bins": bins.round(6).tolist(), "probability": probs.round(6).tolist()}

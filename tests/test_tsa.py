@@ -12,11 +12,10 @@ import torch
 from scipy.special import erf
 
 from aqa_jax.config_args import load_config
-from aqa_jax.data.exemplars import ExemplarPool
+from aqa_jax.data.exemplars import ExemplarPool, PairSampler
 from aqa_jax.data.frames import encode_jpeg
 from aqa_jax.data.sampling import split_clips
 from aqa_jax.methods import get_method, tsa
-from aqa_jax.metrics import interval_iou
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +91,7 @@ def test_pair_sampler_stacks_the_exemplars_transitions():
     pool = ExemplarPool(source, "action_type")
     clips = tsa.TSAClipSampler(layout="uniform", num_frames=32, clip_starts=(0, 16), preset="deepmind_32",
                                num_pseudo_frames=32)
-    pairs = tsa.TSAPairSampler(clips, pool, num_exemplars=3)
+    pairs = PairSampler(clips, pool, num_exemplars=3)
     example = pairs(source[0], None)
     assert example["exemplar_clip"].shape == (3, 2, 16, 32, 32, 3)
     assert example["exemplar_transitions"].shape == (3, 2)
@@ -328,9 +327,6 @@ def test_loss_on_a_hand_computed_case():
 def test_tiou_and_summary():
     truth = np.array([[10, 50], [10, 50], [10, 50], [30, 40], [5, 6]])
     pred = np.array([[10, 50], [20, 60], [60, 90], [30, 70], [7, 60]])
-    got = np.asarray(tsa.interval_iou(jnp.asarray(truth), jnp.asarray(pred)))
-    np.testing.assert_allclose(got, [1.0, 30 / 50, 0.0, 10 / 40, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(got, interval_iou(truth, pred), rtol=1e-6)
     method = get_method("tsa")(load_config(f"{REPO}/configs/tsa.py:dataset=synthetic_aqa,debug"))
     outputs = {"delta": jnp.array([[1.0, 2.0], [0.0, 0.0], [-1.0, 1.0], [0.5, 0.5], [0.0, 1.0]]),
                "s_exemplar": jnp.array([[1.0, 0.0], [2.0, 3.0], [1.0, 2.0], [4.0, 4.0], [0.0, 0.0]]),
@@ -339,6 +335,8 @@ def test_tiou_and_summary():
     columns = jax.tree.map(np.asarray, method.predict(outputs, batch))
     np.testing.assert_allclose(columns["score_pred"], [2.0, 2.5, 1.5, 4.5, 0.5])
     np.testing.assert_allclose(columns["exemplar_spread"], [0.0, 0.5, 1.5, 0.0, 0.5])
+    got = method.per_sample(columns)["tiou"]
+    np.testing.assert_allclose(got, [1.0, 30 / 50, 0.0, 10 / 40, 0.0], rtol=1e-6)
     summary = method.summarize(columns)
     assert summary["tiou_0.5"] == pytest.approx(2 / 5) and summary["tiou_0.75"] == pytest.approx(1 / 5)
     assert summary["srcc"] == pytest.approx(1.0) and summary["num_samples"] == 5
@@ -423,7 +421,7 @@ def test_network_trains_its_heads_and_predicts_with_m_exemplars():
     assert out["delta"].shape == (2, 3) and "delta_reverse" not in out
     pred = method.predict(out, eval_batch)
     np.testing.assert_allclose(pred["score_pred"], (out["delta"] + eval_batch["exemplar_score"]).mean(1), rtol=1e-6)
-    assert pred["tiou"].shape == (2,)
+    assert method.per_sample(jax.device_get(pred))["tiou"].shape == (2,)
 
 
 def optax_norm(tree):

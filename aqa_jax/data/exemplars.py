@@ -92,9 +92,9 @@ class ExemplarPool:
 
 @dataclasses.dataclass(frozen=True)
 class PairSampler:
-    """A query example plus its exemplars: ``exemplar_clip`` (M, ...) and ``exemplar_<label>``
-    (M,) for ``score`` and the clip sampler's label keys; M = 1 in training,
-    ``num_exemplars`` in evaluation."""
+    """A query example plus its exemplars: ``exemplar_<field>`` (M, ...) for every field the
+    clip sampler gives but ``id`` (``clip``, ``score``, labels, TSA's ``transitions``); M = 1
+    in training, ``num_exemplars`` in evaluation."""
 
     clips: FrameClipSampler
     pool: ExemplarPool
@@ -104,7 +104,7 @@ class PairSampler:
         example = self.clips(record, rng)
         chosen = self.pool.draw(record, rng) if rng is not None else self.pool.fixed(record, self.num_exemplars)
         exemplars = [self.clips(self.pool.source[i], rng) for i in chosen]
-        example["exemplar_clip"] = np.stack([e["clip"] for e in exemplars])
-        for key in ("score", *self.clips.label_keys):
-            example[f"exemplar_{key}"] = np.stack([np.asarray(e[key]) for e in exemplars])
+        for key in exemplars[0]:
+            if key != "id":
+                example[f"exemplar_{key}"] = np.stack([np.asarray(e[key]) for e in exemplars])
         return example

@@ -106,7 +106,7 @@ class ScoreMethod(Method):
             return CachedClipSampler(self.clip_sampler_fields(train)["label_keys"])
         return FrameClipSampler(**self.clip_sampler_fields(train))
 
-    def target_placeholders(self) -> dict[str, Any]:
+    def absent_target_values(self) -> dict[str, Any]:
         """Values for the training targets among ``label_keys`` that a raw video lacks (e.g.
         MUSDL's judge scores); prediction does not read them. Other label keys (difficulty
         with DD) are inputs a user must give."""
@@ -125,5 +125,8 @@ class ScoreMethod(Method):
         )
 
     def summarize(self, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
-        columns = self.per_sample(predictions)
+        return self.report(self.per_sample(predictions))
+
+    def report(self, columns: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """The evaluation figures of the per-sample columns (SRCC, R-ℓ2, L2)."""
         return regression_report(columns["score_pred"], columns["score_true"])

@@ -97,7 +97,7 @@ import numpy as np
 from aqa_jax.data.exemplars import ExemplarPool, PairSampler
 from aqa_jax.data.pipeline import FrameClipSampler, Record
 from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features
-from aqa_jax.metrics import tiou_at
+from aqa_jax.metrics import interval_iou, tiou_at
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import BatchNorm, torch_uniform_init
 
@@ -161,21 +161,6 @@ class TSAClipSampler(FrameClipSampler):
         out = super().example(record, idx, rng)
         out["transitions"] = self.transitions(record, idx)
         return out
-
-
-@dataclasses.dataclass(frozen=True)
-class TSAPairSampler(PairSampler):
-    """:class:`PairSampler` that also stacks the exemplars' ``transitions`` as
-    ``exemplar_transitions`` (M, 2)."""
-
-    def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
-        example = self.clips(record, rng)
-        chosen = self.pool.draw(record, rng) if rng is not None else self.pool.fixed(record, self.num_exemplars)
-        exemplars = [self.clips(self.pool.source[i], rng) for i in chosen]
-        example["exemplar_clip"] = np.stack([e["clip"] for e in exemplars])
-        for key in ("score", "transitions", *self.clips.label_keys):
-            example[f"exemplar_{key}"] = np.stack([np.asarray(e[key]) for e in exemplars])
-        return example
 
 
 # --------------------------------------------------------------------------- step pooling
@@ -474,15 +459,6 @@ def tsa_loss(delta: jax.Array, delta_reverse: jax.Array, score: jax.Array, exemp
     return mse + mse_reverse + bce, {"mse": mse, "mse_reverse": mse_reverse, "bce": bce}
 
 
-def interval_iou(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``segment_iou`` of ``[a0, a1]`` and ``[b0, b1]`` (``(..., 2)``): intersection over the
-    sum of lengths minus the intersection, 0 where that is 0 (as :func:`aqa_jax.metrics.interval_iou`)."""
-    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-    inter = jnp.clip(jnp.minimum(a[..., 1], b[..., 1]) - jnp.maximum(a[..., 0], b[..., 0]), 0)
-    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
-    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
-
-
 # --------------------------------------------------------------------------- method
 
 
@@ -534,10 +510,10 @@ class Method(ScoreMethod):
         return TSAClipSampler(**self.clip_sampler_fields(train),
                               num_pseudo_frames=int(self.config.tsa.num_frames))
 
-    def sampler(self, train: bool) -> TSAPairSampler:
+    def sampler(self, train: bool) -> PairSampler:
         if self.pool is None:
             raise RuntimeError("call Method.prepare(train_source) before asking for samplers")
-        return TSAPairSampler(self.clip_sampler(train), self.pool, int(self.config.tsa.num_exemplars))
+        return PairSampler(self.clip_sampler(train), self.pool, int(self.config.tsa.num_exemplars))
 
     def loss(self, outputs, batch):
         transitions = jnp.concatenate([batch["transitions"][:, None], batch["exemplar_transitions"]], 1)
@@ -548,16 +524,19 @@ class Method(ScoreMethod):
         scores = outputs["delta"] + outputs["s_exemplar"]  # (B, M)
         truth, pred = batch["transitions"], outputs["transitions_pred"][:, 0]
         return {"score_pred": scores.mean(1), "score_true": batch["score"],
-                "exemplar_spread": scores.std(1), "tiou": interval_iou(truth, pred),
+                "exemplar_spread": scores.std(1),
                 "t1_true": truth[:, 0], "t2_true": truth[:, 1], "t1_pred": pred[:, 0], "t2_pred": pred[:, 1]}
 
     def per_sample(self, predictions):
-        keys = ("score_pred", "score_true", "exemplar_spread", "tiou", "t1_true", "t2_true", "t1_pred", "t2_pred")
-        return {k: np.asarray(predictions[k]) for k in keys}
+        keys = ("score_pred", "score_true", "exemplar_spread", "t1_true", "t2_true", "t1_pred", "t2_pred")
+        columns = {k: np.asarray(predictions[k]) for k in keys}
+        columns["tiou"] = interval_iou(np.stack([columns["t1_true"], columns["t2_true"]], -1),
+                                       np.stack([columns["t1_pred"], columns["t2_pred"]], -1))
+        return columns
 
-    def summarize(self, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
-        report = super().summarize(predictions)
-        tiou = np.asarray(predictions["tiou"])
+    def report(self, columns: Mapping[str, np.ndarray]) -> dict[str, float]:
+        report = super().report(columns)
+        tiou = columns["tiou"]
         report.update({"tiou_0.5": tiou_at(tiou, 0.5), "tiou_0.75": tiou_at(tiou, 0.75),
                        "tiou_mean": float(np.mean(tiou))})
         return report

@@ -97,7 +97,7 @@ class Method(ScoreMethod):
             self.label_keys = (self.judge_key, "difficulty") if u.combine == "diving" else (self.judge_key,)
         self.bin_width = (u.score_max - u.score_min) / (u.num_bins - 1)
 
-    def target_placeholders(self):
+    def absent_target_values(self):
         if not self.judge_key:
             return {}
         return {self.judge_key: np.full(self.num_heads, np.nan, np.float32)}

@@ -82,6 +82,15 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def checked_step(self, step: int | None = None) -> int:
+        """``step`` (default: the latest), or FileNotFoundError naming the steps there are."""
+        step = self.latest_step() if step is None else step
+        if step is None or step not in self.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint {'at step ' + str(step) if step is not None else ''} in "
+                f"{self.directory}; steps there: {self.all_steps()}")
+        return step
+
     def save(
         self, step: int, state: Any, data_iter: Any, config: Mapping[str, Any]
     ) -> None:
