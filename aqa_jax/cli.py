@@ -11,10 +11,16 @@ import numpy as np
 
 
 def _convert_weights(args: argparse.Namespace) -> int:
+    from aqa_jax.weights.c3d_convert import convert_c3d_checkpoint, detect_c3d_arch
     from aqa_jax.weights.store import save_model_weights
     from aqa_jax.weights.torch_convert import convert_torch_i3d, read_torch_checkpoint
 
     state = read_torch_checkpoint(args.src)
+    if args.format == "c3d" or (args.format is None and detect_c3d_arch(state) is not None):
+        if args.layout or args.variant:
+            raise ValueError("--layout/--variant apply to I3D checkpoints, not to C3D ones")
+        print(convert_c3d_checkpoint(state, args.dst, source=str(args.src)))
+        return 0
     model, variables, converted = convert_torch_i3d(state, args.layout, variant=args.variant)
     out = save_model_weights(
         args.dst,
@@ -195,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     conv = sub.add_parser(
         "convert-weights",
-        help="convert a PyTorch I3D checkpoint (piergiaj, hassony2, PECoP) to an orbax checkpoint",
+        help="convert a PyTorch I3D (piergiaj, hassony2, PECoP) or C3D (c3d.pickle, MSCADC "
+        "C3D_dilated_body) checkpoint to an orbax checkpoint",
     )
     conv.add_argument("src", help="the .pt / .pth / .pth.tar file")
     conv.add_argument("dst", help="output directory")
@@ -203,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="source layout (detected from key names by default)")
     conv.add_argument("--variant", choices=("deepmind", "pecop", "piergiaj"), default=None,
                       help="target numerics (default: the layout's own family)")
+    conv.add_argument("--format", choices=("i3d", "c3d"), default=None,
+                      help="network family (detected from key names by default; c3d covers "
+                      "both the Sports-1M C3D and the MSCADC dilated body)")
     conv.set_defaults(func=_convert_weights)
 
     pre = sub.add_parser("train", aliases=["pretrain", "finetune"],
