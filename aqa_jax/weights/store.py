@@ -62,6 +62,11 @@ def load_model_weights(
             "`aqa-jax convert-weights SRC DST`"
         )
     spec = json.loads(spec_file.read_text())["model"]
+    if "arch" in spec:  # a C3D directory (aqa_jax.weights.c3d_convert)
+        raise ValueError(
+            f"{directory} holds {spec['arch']} weights, not an I3D: use it as init_from of a C3D "
+            "method (configs/c3d_avg.py, configs/mscadc.py)"
+        )
     spec["adapter_blocks"] = tuple(spec["adapter_blocks"])
     model = InceptionI3d(**spec)
     with ocp.StandardCheckpointer() as ckptr:
