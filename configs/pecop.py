@@ -15,6 +15,10 @@ Args (string, big_vision style):
     dom_s:  Dom-S, no adapters, the whole I3D trains with VSPP;
     dom_g:  Dom-G, no continual pretraining: the run stores the Kinetics-400 initialisation
             (step 0) so fine-tuning configs can start from any variant's workdir alike.
+  hardware: a preset of aqa_jax/train/hardware.py (gpu_8 | tpu_v5e_16 | tpu_v4_32): data-parallel
+    mesh over the slice, bfloat16 compute, grain workers per host and checkpoint interval for
+    it; the recipe (batch 16, lr, epochs) is unchanged and checked to split over the devices.
+    Launch with launch/slurm.py or launch/tpu_pod.py (docs/SCALING.md).
   debug: tiny synthetic data (8 videos of 40 frames, 32x32), 16-frame clips, 24 steps of
     Adam: a smoke run of the whole machinery in about a minute on a 2-core CPU. It is too
     short to learn VSPP (test accuracy stays at chance; see the PECoP issue's closing note).
@@ -34,6 +38,7 @@ import ml_collections
 
 from aqa_jax.config_args import parse_arg
 from aqa_jax.models.i3d import MIXED_BLOCKS
+from aqa_jax.train.hardware import apply_hardware
 from aqa_jax.train.sharding import DEFAULT_RULES
 
 # dataset: (builder, {task: (builder config, fr)}, train split, eval split)
@@ -52,7 +57,8 @@ VARIANTS = ("pecop", "hpt_bn", "dom_s", "dom_g")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, dataset="pd4t", task="", fold=0, variant="pecop", debug=False)
+    args = parse_arg(arg, dataset="pd4t", task="", fold=0, variant="pecop", hardware="none",
+                     debug=False)
     if args.dataset not in DATASETS:
         raise ValueError(f"dataset={args.dataset!r}; choose one of {sorted(DATASETS)}")
     if args.variant not in VARIANTS:
@@ -91,6 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         name="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=1e-4,
         schedule="cosine_epochs", t_max=22, eta_min=1e-6, lr_factors={}, grad_clip_norm=0.0,
     )
+    c.compute_dtype = "float32"  # or "bfloat16" (aqa_jax/models/precision.py)
+    c.hardware = "none"  # the preset applied (hardware= argument)
     c.mesh = [("data", -1), ("model", 1)]
     c.num_devices = 0  # 0: every device; N: the first N (scaling studies)
     c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
@@ -109,4 +117,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # SGD at a debug-sized schedule diverges; Adam keeps the few steps stable.
         c.optimizer.update(name="adam", lr=1e-3, weight_decay=0.0, t_max=3)
         c.checkpoint.every_steps = 4
-    return c
+    return apply_hardware(c, args.hardware)

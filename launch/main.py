@@ -4,9 +4,14 @@
       --workdir runs/pecop_gait --config.batch_size=32
 
 ``--config`` takes ``file.py[:args]`` (``get_config(args)``) and any ``--config.key=value``
-override (ml_collections ``config_flags``). Launched as several processes (SLURM, a TPU VM
-slice, ``launch/local.py``), it first joins them with ``jax.distributed.initialize()``. The same
-run is ``aqa-jax pretrain``.
+override (ml_collections ``config_flags``). ``--hardware gpu_8|tpu_v5e_16|tpu_v4_32`` applies a
+preset of ``aqa_jax/train/hardware.py`` (mesh, bfloat16, data workers, checkpoint interval) to
+any config. Launched as several processes it first joins them with
+``jax.distributed.initialize()``, with the arguments
+:func:`aqa_jax.train.sharding.distributed_args` reads from the environment: ``AQA_JAX_*``
+(``launch/local.py``, ``launch/slurm.py``), ``AQA_JAX_DISTRIBUTED=auto`` (``launch/tpu_pod.py``),
+torchrun's ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``/``LOCAL_RANK``, SLURM
+``srun`` steps, Open MPI, GKE TPU slices. The same run is ``aqa-jax pretrain``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=False)
 flags.DEFINE_string("workdir", None, "checkpoints, metrics and plots; an existing run resumes")
+flags.DEFINE_string("hardware", "", "hardware preset applied to the config (aqa_jax/train/hardware.py)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,9 +36,11 @@ def main(argv: list[str]) -> None:
     from aqa_jax.train.sharding import initialize_distributed
 
     initialize_distributed()
+    from aqa_jax.train.hardware import apply_hardware
     from aqa_jax.train.loop import train
 
-    summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
+    config = apply_hardware(flags.FLAGS.config, flags.FLAGS.hardware)
+    summary = train(config, flags.FLAGS.workdir)
     print({k: v for k, v in summary.items() if k != "param_counts"})
 
 

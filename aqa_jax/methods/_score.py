@@ -28,11 +28,14 @@ from aqa_jax.metrics import regression_report
 from aqa_jax.methods.vspp import build_i3d
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import torch_uniform_init
+from aqa_jax.models.precision import compute_dtype
 
 
 def build_backbone(config: Mapping[str, Any]) -> InceptionI3d:
-    """The I3D of ``config.model``, stopping at ``Mixed_5c`` unless the config says otherwise."""
-    return build_i3d(config.model, final_endpoint=config.model.get("final_endpoint", "Mixed_5c"))
+    """The I3D of ``config.model``, stopping at ``Mixed_5c`` unless the config says otherwise,
+    computing in ``config.compute_dtype`` (:mod:`aqa_jax.models.precision`)."""
+    return build_i3d(config.model, final_endpoint=config.model.get("final_endpoint", "Mixed_5c"),
+                     dtype=compute_dtype(config))
 
 
 def clip_features(
@@ -40,7 +43,8 @@ def clip_features(
     keep_maps: bool = False, from_features: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
     """``(..., n_clips, T, H, W, 3)`` → features ``(..., n_clips, C)`` (and, with ``keep_maps``,
-    the final maps averaged over time, ``(..., n_clips, H', W', C)``).
+    the final maps averaged over time, ``(..., n_clips, H', W', C)``). A backbone without
+    ``final_endpoint`` (the C3D) returns each clip's feature itself (its flattened pool5).
 
     All clips of all videos go through the I3D as one batch, so BatchNorm statistics (when
     they are used) are those of every clip together, as the official code's reshaping does.
@@ -51,6 +55,9 @@ def clip_features(
         return clips, None
     lead = clips.shape[:-4]
     flat = clips.reshape((-1,) + clips.shape[-4:])
+    if not hasattr(backbone, "final_endpoint"):  # a backbone returning one feature per clip (C3D)
+        features = backbone(flat, train=train, use_running_average=use_running_average)
+        return features.reshape(lead + features.shape[1:]), None
     maps = backbone(flat, train=train, use_running_average=use_running_average)[backbone.final_endpoint]
     features = jnp.mean(maps, axis=(1, 2, 3)).reshape(lead + (maps.shape[-1],))
     if not keep_maps:
@@ -59,16 +66,23 @@ def clip_features(
 
 
 class MLP(nn.Module):
-    """``Linear → ReLU → ... → Linear`` (no activation after the last), PyTorch init."""
+    """``Linear → ReLU → ... → Linear`` (no activation after the last), PyTorch init.
+
+    ``dtype``: compute dtype of the hidden layers; the last layer (logits, regressed values)
+    is always computed in float32 (see :mod:`aqa_jax.models.precision`).
+    """
 
     features: Sequence[int]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.features):
             fan_in = x.shape[-1]
+            last = i == len(self.features) - 1
             x = nn.Dense(width, kernel_init=torch_uniform_init(fan_in),
-                         bias_init=torch_uniform_init(fan_in), name=f"fc{i}")(x)
+                         bias_init=torch_uniform_init(fan_in),
+                         dtype=jnp.float32 if last else self.dtype, name=f"fc{i}")(x)
             if i < len(self.features) - 1:
                 x = nn.relu(x)
         return x
@@ -122,6 +136,7 @@ class ScoreMethod(Method):
             clip_len=c.get("clip_len", 16), preset=c.preset,
             max_shift=c.get("max_shift", 0) if train else 0,
             label_keys=tuple(self.label_keys) + tuple(c.get("label_keys", ())),
+            frame_step=float(c.get("frame_step", 1.0)),
         )
 
     def summarize(self, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:

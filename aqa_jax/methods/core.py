@@ -41,6 +41,7 @@ from aqa_jax.data.exemplars import ExemplarPool, PairSampler
 from aqa_jax.methods._score import ScoreMethod, build_backbone, clip_features
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import torch_uniform_init
+from aqa_jax.models.precision import compute_dtype
 
 
 def group_bounds(deltas: np.ndarray, num_leaves: int, score_range: float) -> np.ndarray:
@@ -105,32 +106,40 @@ def relative_score(batch: Mapping[str, jax.Array], use_dd: bool, prefix: str = "
 
 
 class RegressionTree(nn.Module):
-    """CoRe's ``RegressTree``: (N, D) → leaf log-probabilities (N, L) and outputs (N, L)."""
+    """CoRe's ``RegressTree``: (N, D) → leaf log-probabilities (N, L) and outputs (N, L).
+
+    ``dtype``: compute dtype of the hidden transforms; the node classifiers' log-softmaxes,
+    the path sums and the leaf regressions are float32 (:mod:`aqa_jax.models.precision`).
+    """
 
     depth: int = 5
     hidden: int = 256
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         n, h = x.shape[0], self.hidden
         x = nn.relu(nn.Dense(h, kernel_init=torch_uniform_init(x.shape[-1]),
-                             bias_init=torch_uniform_init(x.shape[-1]), name="first")(x))
+                             bias_init=torch_uniform_init(x.shape[-1]), dtype=self.dtype,
+                             name="first")(x))
         x = x[:, None, :]  # (N, nodes, hidden)
-        logp = jnp.zeros((n, 1), x.dtype)
+        logp = jnp.zeros((n, 1), jnp.float32)
         init = torch_uniform_init(h)  # grouped 1x1 conv: fan_in = hidden per group
+        cast = lambda a: jnp.asarray(a, self.dtype)  # noqa: E731
         for d in range(self.depth - 1):
             nodes = 2**d
             w_clf = self.param(f"clf_{d}_kernel", init, (nodes, h, 2))
             b_clf = self.param(f"clf_{d}_bias", init, (nodes, 2))
-            split = jax.nn.log_softmax(jnp.einsum("nkh,kho->nko", x, w_clf) + b_clf, axis=-1)
+            logits = jnp.einsum("nkh,kho->nko", x, cast(w_clf)).astype(jnp.float32) + b_clf
+            split = jax.nn.log_softmax(logits, axis=-1)
             logp = (logp[..., None] + split).reshape(n, 2 * nodes)
             w_feat = self.param(f"node_{d}_kernel", init, (nodes, h, 2 * h))
             b_feat = self.param(f"node_{d}_bias", init, (nodes, 2 * h))
-            x = nn.relu(jnp.einsum("nkh,kho->nko", x, w_feat) + b_feat).reshape(n, 2 * nodes, h)
+            x = nn.relu(jnp.einsum("nkh,kho->nko", x, cast(w_feat)) + cast(b_feat)).reshape(n, 2 * nodes, h)
         leaves = 2 ** (self.depth - 1)
         w_reg = self.param("reg_kernel", init, (leaves, h))
         b_reg = self.param("reg_bias", init, (leaves,))
-        return logp, jnp.einsum("nkh,kh->nk", x, w_reg) + b_reg
+        return logp, jnp.einsum("nkh,kh->nk", x.astype(jnp.float32), w_reg) + b_reg
 
 
 class CoReNetwork(nn.Module):
@@ -142,6 +151,7 @@ class CoReNetwork(nn.Module):
     score_range: float = 100.0
     use_dd: bool = False
     from_features: bool = False
+    dtype: Any = jnp.float32  # the tree's hidden transforms (config.compute_dtype)
 
     @nn.compact
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
@@ -159,7 +169,8 @@ class CoReNetwork(nn.Module):
             s_query = jnp.broadcast_to(relative_score(batch, self.use_dd)[:, None], s_exemplar.shape)
             pairs.append(jnp.concatenate([f_query, f_exemplar, s_query[..., None] / self.score_range], -1))
         x = jnp.stack(pairs, axis=2)  # (B, M, orderings, 2C + 1)
-        logp, reg = RegressionTree(self.depth, self.hidden, name="head_tree")(x.reshape(-1, x.shape[-1]))
+        logp, reg = RegressionTree(self.depth, self.hidden, self.dtype, name="head_tree")(
+            x.reshape(-1, x.shape[-1]))
         shape = x.shape[:3] + (logp.shape[-1],)
         return {"leaf_logp": logp.reshape(shape), "leaf_reg": reg.reshape(shape),
                 "s_exemplar": s_exemplar}
@@ -193,7 +204,7 @@ class Method(ScoreMethod):
     def build_model(self) -> CoReNetwork:
         c = self.config.core
         return CoReNetwork(build_backbone(self.config), int(c.depth), int(c.hidden),
-                           float(c.score_range), self.use_dd)
+                           float(c.score_range), self.use_dd, dtype=compute_dtype(self.config))
 
     def sampler(self, train: bool) -> PairSampler:
         if self.pool is None:

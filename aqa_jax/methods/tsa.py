@@ -100,6 +100,7 @@ from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_featur
 from aqa_jax.metrics import interval_iou, tiou_at
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import BatchNorm, torch_uniform_init
+from aqa_jax.models.precision import compute_dtype
 
 NUM_STEPS = 3  # two transitions: take-off / flight / entry
 MAP_LAYOUTS = ("official", "per_position")
@@ -235,14 +236,15 @@ class DoubleConv(nn.Module):
     """``double_conv``: (Conv1d k3 pad 1 → BatchNorm1d → ReLU) x 2, channels last."""
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
         for i in range(2):
             fan_in = 3 * x.shape[-1]
             x = nn.Conv(self.features, (3,), padding=[(1, 1)], kernel_init=torch_uniform_init(fan_in),
-                        bias_init=torch_uniform_init(fan_in), name=f"conv{i}")(x)
-            x = BatchNorm(momentum=0.9, epsilon=1e-5, unbiased_running_var=True,
+                        bias_init=torch_uniform_init(fan_in), dtype=self.dtype, name=f"conv{i}")(x)
+            x = BatchNorm(momentum=0.9, epsilon=1e-5, unbiased_running_var=True, dtype=self.dtype,
                           name=f"bn{i}")(x, use_running_average=use_running_average)
             x = nn.relu(x)
         return x
@@ -254,16 +256,17 @@ class PSNet(nn.Module):
     ``(N, num_frames, 2)`` (sigmoid gives the official p)."""
 
     num_frames: int = 96
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, use_running_average: bool) -> tuple[jax.Array, jax.Array]:
         widths = (24, 48, 96, self.num_frames)
-        x = DoubleConv(12, name="inc")(x, use_running_average=use_running_average)
+        x = DoubleConv(12, self.dtype, name="inc")(x, use_running_average=use_running_average)
         for i, width in enumerate(widths):
             x = nn.max_pool(x, (2,), strides=(2,))
-            x = DoubleConv(width, name=f"down{i + 1}")(x, use_running_average=use_running_average)
+            x = DoubleConv(width, self.dtype, name=f"down{i + 1}")(x, use_running_average=use_running_average)
         tokens = jnp.swapaxes(x, 1, 2)  # PyTorch's (N, channels=pseudo-frames, length)
-        return tokens, MLP((128, 64, 2), name="tas")(tokens)
+        return tokens, MLP((128, 64, 2), self.dtype, name="tas")(tokens)
 
 
 class CrossAttention(nn.Module):
@@ -271,6 +274,7 @@ class CrossAttention(nn.Module):
     scale ``head_dim ** -0.5``, output projection with bias."""
 
     num_heads: int = 8
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, q: jax.Array, memory: jax.Array) -> jax.Array:
@@ -281,11 +285,12 @@ class CrossAttention(nn.Module):
 
         def dense(name, bias=False):
             init = torch_uniform_init(dim)
-            return nn.Dense(dim, use_bias=bias, kernel_init=init, bias_init=init, name=name)
+            return nn.Dense(dim, use_bias=bias, kernel_init=init, bias_init=init, dtype=self.dtype, name=name)
 
         split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, head))  # noqa: E731
         qh, kh, vh = split(dense("q_map")(q)), split(dense("k_map")(memory)), split(dense("v_map")(memory))
-        attn = jax.nn.softmax(jnp.einsum("...qhd,...khd->...hqk", qh, kh) * head**-0.5, axis=-1)
+        scores = jnp.einsum("...qhd,...khd->...hqk", qh, kh).astype(jnp.float32) * head**-0.5
+        attn = jax.nn.softmax(scores, axis=-1).astype(vh.dtype)  # softmax in float32
         out = jnp.einsum("...hqk,...khd->...qhd", attn, vh).reshape(q.shape)
         return dense("proj", bias=True)(out)
 
@@ -296,17 +301,20 @@ class DecoderBlock(nn.Module):
 
     num_heads: int = 8
     mlp_ratio: float = 4.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, q: jax.Array, memory: jax.Array) -> jax.Array:
         dim = q.shape[-1]
-        ln = lambda name: nn.LayerNorm(epsilon=1e-5, name=name)  # noqa: E731
-        q = q + CrossAttention(self.num_heads, name="attn")(ln("norm_q")(q), ln("norm_v")(memory))
+        ln = lambda name: nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name=name)  # noqa: E731
+        q = q + CrossAttention(self.num_heads, self.dtype, name="attn")(ln("norm_q")(q), ln("norm_v")(memory))
         hidden = int(dim * self.mlp_ratio)
         h = ln("norm2")(q)
-        h = nn.Dense(hidden, kernel_init=torch_uniform_init(dim), bias_init=torch_uniform_init(dim), name="fc1")(h)
+        h = nn.Dense(hidden, kernel_init=torch_uniform_init(dim), bias_init=torch_uniform_init(dim),
+                     dtype=self.dtype, name="fc1")(h)
         h = nn.gelu(h, approximate=False)
-        h = nn.Dense(dim, kernel_init=torch_uniform_init(hidden), bias_init=torch_uniform_init(hidden), name="fc2")(h)
+        h = nn.Dense(dim, kernel_init=torch_uniform_init(hidden), bias_init=torch_uniform_init(hidden),
+                     dtype=self.dtype, name="fc2")(h)
         return q + h
 
 
@@ -316,11 +324,12 @@ class Decoder(nn.Module):
     depth: int = 3
     num_heads: int = 8
     mlp_ratio: float = 4.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, q: jax.Array, memory: jax.Array) -> jax.Array:
         for i in range(self.depth):
-            q = DecoderBlock(self.num_heads, self.mlp_ratio, name=f"block{i}")(q, memory)
+            q = DecoderBlock(self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i}")(q, memory)
         return q
 
 
@@ -369,6 +378,7 @@ class TSANetwork(nn.Module):
     mlp_ratio: float = 4.0
     gt_boundary_steps: int = 0
     map_layout: str = "official"
+    dtype: Any = jnp.float32  # the heads' hidden layers (config.compute_dtype)
 
     @nn.compact
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
@@ -383,7 +393,7 @@ class TSANetwork(nn.Module):
         h, w, c = maps.shape[-3:]
         # PSNet's BN in training mode (official) needs a mutable batch_stats collection.
         head_running = not (train and self.is_mutable_collection("batch_stats"))
-        psnet = PSNet(self.num_frames, name="head_psnet")
+        psnet = PSNet(self.num_frames, self.dtype, name="head_psnet")
         tokens, logits = psnet(jnp.swapaxes(features.reshape(b * v1, n, c), 1, 2),
                                use_running_average=head_running)
         d = tokens.shape[-1]
@@ -416,10 +426,10 @@ class TSANetwork(nn.Module):
         q = jnp.stack(queries, axis=2)  # (B, M, directions, 3, fix, D)
         mem = jnp.stack(memories, axis=2)
         lead = q.shape[:4]
-        decoder = Decoder(self.decoder_depth, self.num_heads, self.mlp_ratio, name="head_decoder")
+        decoder = Decoder(self.decoder_depth, self.num_heads, self.mlp_ratio, self.dtype, name="head_decoder")
         fused = decoder(q.reshape((-1,) + q.shape[4:]), mem.reshape((-1,) + mem.shape[4:]))
         fused = fused.reshape(lead[:3] + (NUM_STEPS * self.fix_size, d))
-        delta = MLP((256, 64, 1), name="head_regressor")(fused)[..., 0].mean(-1)  # (B, M, dirs)
+        delta = MLP((256, 64, 1), self.dtype, name="head_regressor")(fused)[..., 0].mean(-1)  # (B, M, dirs)
         out = {"delta": delta[..., 0], "transition_logits": logits, "transitions_pred": predicted,
                "s_exemplar": batch["exemplar_score"].astype(jnp.float32)}
         if train:
@@ -504,7 +514,8 @@ class Method(ScoreMethod):
         t = self.config.tsa
         return TSANetwork(build_backbone(self.config), int(t.num_frames), int(t.fix_size),
                           int(t.decoder_depth), int(t.num_heads), float(t.mlp_ratio),
-                          max(int(t.get("gt_boundary_steps", 0)), 0), t.get("map_layout", "official"))
+                          max(int(t.get("gt_boundary_steps", 0)), 0), t.get("map_layout", "official"),
+                          dtype=compute_dtype(self.config))
 
     def clip_sampler(self, train: bool) -> TSAClipSampler:
         return TSAClipSampler(**self.clip_sampler_fields(train),

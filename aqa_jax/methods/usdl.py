@@ -23,7 +23,7 @@ judge), ``num_judges``, ``combine``, ``judge_weights`` (optional, for ``sum``). 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,7 @@ import numpy as np
 
 from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features
 from aqa_jax.models.i3d import InceptionI3d
+from aqa_jax.models.precision import compute_dtype
 
 DECODINGS = ("argmax", "expectation")
 COMBINE_RULES = ("diving", "sum")
@@ -70,6 +71,7 @@ class DistributionNetwork(nn.Module):
     num_bins: int
     hidden: tuple[int, ...] = (256, 128)
     from_features: bool = False
+    dtype: Any = jnp.float32  # the MLPs' hidden layers (config.compute_dtype)
 
     @nn.compact
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
@@ -78,7 +80,7 @@ class DistributionNetwork(nn.Module):
                                     use_running_average=use_running_average,
                                     from_features=self.from_features)
         pooled = features.mean(axis=-2)
-        heads = [MLP((*self.hidden, self.num_bins), name=f"head_{j}")(pooled)
+        heads = [MLP((*self.hidden, self.num_bins), self.dtype, name=f"head_{j}")(pooled)
                  for j in range(self.num_heads)]
         return {"logits": jnp.stack(heads, axis=1), "features": pooled}
 
@@ -105,7 +107,8 @@ class Method(ScoreMethod):
     def build_model(self) -> DistributionNetwork:
         u = self.config.usdl
         return DistributionNetwork(build_backbone(self.config), self.num_heads, int(u.num_bins),
-                                   tuple(u.get("hidden", (256, 128))))
+                                   tuple(u.get("hidden", (256, 128))),
+                                   dtype=compute_dtype(self.config))
 
     def _targets(self, batch) -> jax.Array:
         u = self.config.usdl

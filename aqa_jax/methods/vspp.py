@@ -26,10 +26,12 @@ from aqa_jax.data.pipeline import VSPPSampler
 from aqa_jax.methods.base import Method as BaseMethod
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import torch_uniform_init
+from aqa_jax.models.precision import compute_dtype
 
 
 def build_i3d(model_config: Mapping[str, Any], **overrides: Any) -> InceptionI3d:
-    """The backbone I3D of ``config.model`` (fields of :class:`InceptionI3d`)."""
+    """The backbone I3D of ``config.model`` (fields of :class:`InceptionI3d`); the methods pass
+    ``dtype=compute_dtype(config)`` (``config.compute_dtype``, :mod:`aqa_jax.models.precision`)."""
     fields = dict(model_config)
     fields["adapter_blocks"] = tuple(fields.get("adapter_blocks", ()))
     fields.update(overrides)
@@ -37,7 +39,10 @@ def build_i3d(model_config: Mapping[str, Any], **overrides: Any) -> InceptionI3d
 
 
 class VSPPHead(nn.Module):
-    """Dropout, a 1x1x1 conv with bias (PyTorch default init), mean over the remaining time."""
+    """Dropout, a 1x1x1 conv with bias (PyTorch default init), mean over the remaining time.
+
+    The conv is the head's last projection, so it computes in float32 whatever the
+    backbone's compute dtype (:mod:`aqa_jax.models.precision`)."""
 
     num_classes: int
     dropout_rate: float = 0.5
@@ -48,6 +53,7 @@ class VSPPHead(nn.Module):
         fan_in = pooled.shape[-1]
         logits = nn.Dense(
             self.num_classes,
+            dtype=jnp.float32,
             kernel_init=nn.with_logical_partitioning(torch_uniform_init(fan_in), ("embed", "classes")),
             bias_init=nn.with_logical_partitioning(torch_uniform_init(fan_in), ("classes",)),
         )(h)
@@ -81,7 +87,8 @@ class Method(BaseMethod):
 
     def build_model(self) -> VSPPNetwork:
         v = self.config.vspp
-        backbone = build_i3d(self.config.model, final_endpoint=self.config.model.get("final_endpoint", "AvgPool"))
+        backbone = build_i3d(self.config.model, final_endpoint=self.config.model.get("final_endpoint", "AvgPool"),
+                             dtype=compute_dtype(self.config))
         return VSPPNetwork(backbone, v.max_sr, v.max_segment, v.get("dropout_rate", 0.5))
 
     def sampler(self, train: bool) -> VSPPSampler:

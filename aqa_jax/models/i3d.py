@@ -181,7 +181,8 @@ class InceptionI3d(nn.Module):
         fp32 rounding.
       num_classes: width of the logits layer (400 for Kinetics-400).
       dropout_rate: drop probability before the logits.
-      dtype: compute dtype (params stay float32).
+      dtype: compute dtype (params stay float32; BatchNorm statistics, pools' sums and the
+        logits are float32): ``config.compute_dtype``, see :mod:`aqa_jax.models.precision`.
     """
 
     variant: str = "deepmind"
@@ -264,7 +265,7 @@ class InceptionI3d(nn.Module):
                     use_bias=True,
                     activation=False,
                     kernel_axes=("kernel_t", "kernel_h", "kernel_w", "embed", "classes"),
-                    dtype=self.dtype,
+                    dtype=jnp.float32,  # the last projection: float32 logits (models/precision.py)
                     conv_impl=self.conv_impl,
                     name="Logits",
                 )(h)

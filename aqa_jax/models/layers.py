@@ -105,12 +105,14 @@ def avg_pool3d_valid(x: jax.Array, window: Triple) -> jax.Array:
 
     The official I3D pools Mixed_5c with a (2, 7, 7) window; clipping lets small test or
     low-resolution inputs through and is identical whenever the feature map is >= 2x7x7.
+    Sums are taken in float32 (or wider) and the result is cast back to ``x.dtype``.
     """
     window = tuple(min(w, x.shape[1 + i]) for i, w in enumerate(window))
+    acc = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 input: sum in float32
     summed = lax.reduce_window(
-        x, np.array(0, x.dtype), lax.add, (1, *window, 1), (1, 1, 1, 1, 1), "VALID"
+        acc, np.array(0, acc.dtype), lax.add, (1, *window, 1), (1, 1, 1, 1, 1), "VALID"
     )
-    return summed / math.prod(window)
+    return (summed / math.prod(window)).astype(x.dtype)
 
 
 def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:

@@ -12,6 +12,10 @@ BatchNorm (``config.bn_policy``):
   ``batch_stats``: batch statistics normalise and the running statistics are updated, as
     PECoP's ``model.train()`` does even though its BN scale/bias are frozen.
 
+Mixed precision (``config.compute_dtype``, :mod:`aqa_jax.models.precision`): the network's
+outputs are cast to float32 before the method's loss and predictions; parameters, gradients
+and optimizer state are float32 whatever the compute dtype.
+
 Gradient accumulation (``config.step_per_update`` = k): one step consumes k micro-batches
 (a leading axis of k), runs them in sequence (BN statistics updated after each) and applies
 one update with the **sum** of their gradients, as CoRe's ``loss.backward()`` k times then
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from aqa_jax.methods.base import Method
+from aqa_jax.models.precision import float32_outputs
 from aqa_jax.train.partition import merge, split_trainable
 from aqa_jax.train.state import TrainState
 
@@ -65,7 +70,7 @@ def make_train_step(
             batch_stats = mutated["batch_stats"]
         else:
             outputs = model.apply(variables, batch, **kwargs)
-        loss, metrics = method.loss(outputs, batch)
+        loss, metrics = method.loss(float32_outputs(outputs), batch)
         return loss, (metrics, batch_stats)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -129,6 +134,6 @@ def make_predict_step(method: Method, model: nn.Module) -> Callable:
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
         outputs = model.apply(variables, batch, train=False)
-        return method.predict(outputs, batch)
+        return method.predict(float32_outputs(outputs), batch)
 
     return predict_step
