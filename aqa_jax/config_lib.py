@@ -85,6 +85,7 @@ def finetune_config(
     c.trainable = "full"  # PECoP fine-tunes backbone + adapters with the method's recipe
     c.bn_policy = "batch_stats"
     c.precompute_features = False  # True: frozen backbone, heads on cached features
+    c.compute_dtype = "float32"  # or "bfloat16" (aqa_jax.models.precision)
     c.clips = dict(spec["clips"], preset=preset, clip_len=16)
     c.data = dict(name=spec["builder"], config=spec["tasks"][task],
                   train_split=spec["train"].format(fold=args.fold),
@@ -122,3 +123,85 @@ def apply_debug(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, *
     c.optimizer.update(lr=1e-3, lr_factors={})
     c.num_epochs = epochs
     c.checkpoint.max_to_keep = 1
+
+
+# The MTL-AQA multitask models (configs/c3d_avg.py, configs/mscadc.py): per dataset, the
+# builder and the sub-action classes and captions it provides.
+MULTITASK_DATASETS: dict[str, dict[str, Any]] = {
+    "mtl_aqa": dict(builder="mtl_aqa", config="default", captions=True,
+                    classes={"position": 3, "armstand": 2, "rotation_type": 4, "ss_no": 10, "tw_no": 8}),
+    "unlv_dive": dict(builder="unlv_dive", config="default", captions=False,
+                      classes={"position": 3, "armstand": 2, "rotation_type": 4, "ss_no": 10, "tw_no": 8}),
+    "synthetic_aqa": dict(builder="synthetic_aqa", config="finger_tapping", captions=True, classes={"label": 5}),
+}
+MTL_TRAIN_SIZES = (0, 450, 280, 140)  # 0: the full 1059; MTL-AQA's smaller_training_sets
+
+
+def multitask_config(
+    method: str, arg: str | None, *, clips: dict[str, dict[str, Any]]
+) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+    """(config, parsed args) of an MTL-AQA multitask model (C3D-AVG, MSCADC).
+
+    Args (string): ``dataset`` (mtl_aqa | unlv_dive | synthetic_aqa), ``tasks`` (``score``,
+    ``score+cls``, ``score+caps``, ``all`` = ``score+cls+caps``: the rows of the paper's
+    Table 4), ``train_size`` (0 = all 1059, or 450 / 280 / 140: Table 8), ``pretrained``
+    (``aqa-jax convert-weights`` output of the official body weights, or ``none``), ``debug``.
+    ``clips``: the method's clip layout per dataset (``FrameClipSampler`` fields).
+    Official recipe (``opts.py``): Adam 1e-4 on everything, batch 3, 100 epochs, seed 0,
+    score / 17, caption length 100, GRU 2 x 512, embedding 512, dropout 0.5.
+    """
+    from aqa_jax.config_args import parse_arg
+    from aqa_jax.methods._multitask import parse_tasks
+
+    args = parse_arg(arg, dataset="mtl_aqa", tasks="all", train_size=0, pretrained="", debug=False,
+                     task="finger_tapping")
+    if args.dataset not in MULTITASK_DATASETS:
+        raise ValueError(f"{method}: dataset={args.dataset!r}; choose one of {sorted(MULTITASK_DATASETS)}")
+    spec = MULTITASK_DATASETS["synthetic_aqa" if args.debug else args.dataset]
+    tasks = ",".join(parse_tasks("score,cls,caps" if args.tasks == "all" else str(args.tasks)))
+    if "caps" in tasks and not spec["captions"]:
+        raise ValueError(f"{args.dataset} has no captions: use tasks=score or tasks=score+cls "
+                         "(MTL-AQA's captions are in the mtl_aqa builder)")
+    if int(args.train_size) not in MTL_TRAIN_SIZES:
+        raise ValueError(f"train_size={args.train_size}; choose one of {MTL_TRAIN_SIZES}")
+    if int(args.train_size) and args.dataset != "mtl_aqa":
+        raise ValueError("train_size selects MTL-AQA's smaller training sets (dataset=mtl_aqa)")
+    if not args.pretrained and not args.debug:
+        raise ValueError(f"{method} starts from converted official body weights: convert them with "
+                         "`aqa-jax convert-weights` (docs/C3D_WEIGHTS.md) and pass pretrained=<dir>, "
+                         "or pretrained=none to train from random initialisation")
+
+    c = ml_collections.ConfigDict()
+    c.method = method
+    c.seed = 0
+    c.model = dict(fc6=4096, dropout=0.5)
+    c.init_from = args.pretrained or "none"
+    c.trainable = "full"
+    c.bn_policy = "batch_stats"
+    c.precompute_features = False
+    c.compute_dtype = "float32"
+    c.clips = dict(clips["synthetic_aqa" if args.debug else args.dataset], clip_len=16)
+    c.mtl = dict(tasks=tasks, score_scale=17.0, class_fields=spec["classes"], cls_weight=1.0,
+                 caption_weight=0.01, max_len=100, vocab_size=0, vocab=[], hidden=512, word_dim=512,
+                 num_layers=2, dropout=0.5, decode="greedy", beam_size=5, length_penalty=0.0)
+    c.data = dict(name=spec["builder"], config=spec["config"],
+                  train_split=f"train_{args.train_size}" if int(args.train_size) else "train",
+                  eval_split="test", data_dir=None, repeat=1, eval_repeat=1, worker_count=0)
+    c.batch_size = 3
+    c.step_per_update = 1
+    c.num_epochs = 100
+    c.total_steps = 0
+    c.optimizer = dict(name="adam", lr=1e-4, weight_decay=0.0, schedule="constant",
+                       lr_factors={}, grad_clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8)
+    c.mesh = [("data", -1), ("model", 1)]
+    c.num_devices = 0
+    c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
+    c.checkpoint = dict(every_steps=0, max_to_keep=2, async_save=True)
+    c.eval_every_steps = -1
+    c.log_every_steps = 1
+    if args.debug:
+        c.data.config = f"{args.task}_small"
+        c.mtl.update(score_scale=1.0, max_len=20, hidden=64, word_dim=32)
+        c.batch_size = 8
+        c.checkpoint.max_to_keep = 1
+    return c, args

@@ -83,6 +83,9 @@ class FrameClipSampler:
       clip_starts: official starts (a key of ``sampling.CLIP_STARTS`` or offsets); ``None``
         returns the frames as one clip.
       preset: transform preset name.
+      frame_step: keep every ``frame_step``-th frame of the layout's frames (fractional steps
+        floor each position: MSCADC's 16 frames at 6.5 over MTL-AQA's 103 are
+        ``floor(6.5 k)``); 1 keeps them all.
       label_keys: record fields copied into the example (e.g. ``judge_scores``).
     """
 
@@ -94,8 +97,15 @@ class FrameClipSampler:
     max_shift: int = 0
     end_key: str = "end_frame"
     label_keys: tuple[str, ...] = ()
+    frame_step: float = 1.0
 
     def frame_indices(self, record: Record, rng: np.random.Generator | None) -> np.ndarray:
+        idx = self._layout_indices(record, rng)
+        if self.frame_step == 1:
+            return idx
+        return idx[np.floor(np.arange(0, len(idx), self.frame_step)).astype(np.int64)]
+
+    def _layout_indices(self, record: Record, rng: np.random.Generator | None) -> np.ndarray:
         total = int(record["num_frames"])
         if self.layout == "uniform":
             if "start_frame" in record and "end_frame" in record:  # a trimmed instance (FineDiving)

@@ -44,6 +44,8 @@ class TransformPreset:
       crop: square crop size.
       channel_order: ``rgb`` or ``bgr`` (order of the channels fed to the network).
       normalize: ``minus_one_one`` ([-1, 1]) or ``imagenet`` (mean/std on [0, 1]).
+      train_crop: ``random`` or ``center`` (MTL-AQA's loaders centre-crop in training too and
+        augment only by flipping).
     """
 
     resize: tuple[str, int | tuple[int, int]]
@@ -51,6 +53,7 @@ class TransformPreset:
     crop: int
     channel_order: Literal["rgb", "bgr"]
     normalize: Literal["minus_one_one", "imagenet"]
+    train_crop: Literal["random", "center"] = "random"
 
 
 PRESETS: dict[str, TransformPreset] = {
@@ -59,6 +62,12 @@ PRESETS: dict[str, TransformPreset] = {
     "core": TransformPreset(("fixed", (455, 256)), "pil_nearest", 224, "rgb", "imagenet"),
     "tsa": TransformPreset(("fixed", (200, 112)), "pil_nearest", 112, "rgb", "imagenet"),
     "musdl": TransformPreset(("fixed", (256, 455)), "cv2_bilinear", 224, "rgb", "imagenet"),
+    # MTL-AQA (dataloader_C3DAVG / _MSCADC): resize to 171x128 / 640x360 (W x H), centre crop
+    # 112 / 180 in training and test, flip in training. The official loaders also draw the
+    # resize filter at random among PIL's nearest/bilinear/bicubic/lanczos for every frame, in
+    # test too, and MSCADC's test loader never uses its resized image; we resize bilinearly.
+    "c3d_avg": TransformPreset(("fixed", (128, 171)), "cv2_bilinear", 112, "rgb", "imagenet", "center"),
+    "mscadc": TransformPreset(("fixed", (360, 640)), "cv2_bilinear", 180, "rgb", "imagenet", "center"),
     # Low-resolution variants for debug configs and CPU demos (not an official pipeline).
     "deepmind_112": TransformPreset(("short_side", 128), "cv2_bilinear", 112, "rgb", "minus_one_one"),
     "deepmind_64": TransformPreset(("short_side", 64), "cv2_bilinear", 64, "rgb", "minus_one_one"),
@@ -125,7 +134,7 @@ def apply_transform(
     if flip is None:
         flip = bool(rng.random() < 0.5) if rng is not None else False
     h, w = resized_shape(clip.shape[1], clip.shape[2], p)
-    top, left = crop_offsets(h, w, p.crop, rng)
+    top, left = crop_offsets(h, w, p.crop, rng if p.train_crop == "random" else None)
     out = np.empty((clip.shape[0], p.crop, p.crop, 3), np.float32)
     for t, frame in enumerate(clip):
         frame = resize_frame(frame, h, w, p.resampler)[top : top + p.crop, left : left + p.crop]
