@@ -37,11 +37,20 @@ def _fmt(value: Any) -> str:
 
 
 def read_predictions_csv(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(ids, columns as float arrays) of a file written by :func:`write_predictions_csv`."""
+    """(ids, columns) of a file written by :func:`write_predictions_csv`: numeric columns as
+    float arrays, text columns (decoded captions) as string arrays."""
     with Path(path).open() as f:
         rows = list(csv.DictReader(f))
     names = [k for k in rows[0] if k != "id"] if rows else []
-    return [r["id"] for r in rows], {n: np.array([float(r[n]) for r in rows]) for n in names}
+
+    def column(name: str) -> np.ndarray:
+        values = [r[name] for r in rows]
+        try:
+            return np.array([float(v) for v in values])
+        except ValueError:
+            return np.array(values)
+
+    return [r["id"] for r in rows], {n: column(n) for n in names}
 
 
 def plot_scatter(path: str | Path, pred: np.ndarray, true: np.ndarray, *, title: str = "",
