@@ -91,7 +91,17 @@ def finetune_config(
                   train_split=spec["train"].format(fold=args.fold),
                   eval_split=spec["test"].format(fold=args.fold),
                   data_dir=None, repeat=1, eval_repeat=1, worker_count=0)
-    c.batch_size = 4
+    set_adam_run(c, batch_size=4)
+    if args.probe:
+        c.trainable, c.bn_policy, c.precompute_features = "head", "frozen", True
+    return c, args
+
+
+def set_adam_run(c: ml_collections.ConfigDict, *, batch_size: int) -> None:
+    """The run settings the fine-tuning recipes share: Adam lr 1e-4 without weight decay,
+    100 epochs, a data-parallel mesh, the test split evaluated once per epoch (the official
+    per-epoch test curves), two checkpoints kept."""
+    c.batch_size = batch_size
     c.step_per_update = 1
     c.num_epochs = 100
     c.total_steps = 0
@@ -101,11 +111,8 @@ def finetune_config(
     c.num_devices = 0
     c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
     c.checkpoint = dict(every_steps=0, max_to_keep=2, async_save=True)
-    c.eval_every_steps = -1  # -1: once per epoch (the official per-epoch test curve)
+    c.eval_every_steps = -1  # -1: once per epoch
     c.log_every_steps = 1
-    if args.probe:
-        c.trainable, c.bn_policy, c.precompute_features = "head", "frozen", True
-    return c, args
 
 
 def apply_debug(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, *, epochs: int) -> None:
@@ -187,18 +194,7 @@ def multitask_config(
     c.data = dict(name=spec["builder"], config=spec["config"],
                   train_split=f"train_{args.train_size}" if int(args.train_size) else "train",
                   eval_split="test", data_dir=None, repeat=1, eval_repeat=1, worker_count=0)
-    c.batch_size = 3
-    c.step_per_update = 1
-    c.num_epochs = 100
-    c.total_steps = 0
-    c.optimizer = dict(name="adam", lr=1e-4, weight_decay=0.0, schedule="constant",
-                       lr_factors={}, grad_clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8)
-    c.mesh = [("data", -1), ("model", 1)]
-    c.num_devices = 0
-    c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
-    c.checkpoint = dict(every_steps=0, max_to_keep=2, async_save=True)
-    c.eval_every_steps = -1
-    c.log_every_steps = 1
+    set_adam_run(c, batch_size=3)
     if args.debug:
         c.data.config = f"{args.task}_small"
         c.mtl.update(score_scale=1.0, max_len=20, hidden=64, word_dim=32)

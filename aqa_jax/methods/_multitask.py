@@ -64,6 +64,16 @@ class CaptionExample:
         return example
 
 
+def caption_outputs(captioner: S2VTCaptioner, features: jax.Array, batch: Mapping[str, jax.Array], *,
+                    train: bool, decode: str, beam_size: int) -> dict[str, jax.Array]:
+    """The captioner's network outputs: teacher-forced ``caption_logp`` in training, decoded
+    ``caption_ids`` otherwise (features in float32: the GRUs run in float32 under bf16)."""
+    features = features.astype(jnp.float32)
+    if train:
+        return {"caption_logp": captioner(features, batch["caption"], train=True)}
+    return {"caption_ids": captioner(features, decode=decode, beam_size=beam_size)}
+
+
 class MultitaskMethod(ScoreMethod):
     """Score, classification and captioning heads on a video body (module docstring).
 
@@ -109,6 +119,7 @@ class MultitaskMethod(ScoreMethod):
         """Decoding options passed to the captioner in evaluation."""
         return dict(decode=self.config.mtl.get("decode", "greedy"),
                     beam_size=int(self.config.mtl.get("beam_size", 5)))
+
 
     def load_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
         """The C3D body from ``config.init_from`` (``aqa-jax convert-weights`` output, a

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aqa_jax.methods._multitask import MultitaskMethod
+from aqa_jax.methods._multitask import MultitaskMethod, caption_outputs
 from aqa_jax.methods._score import clip_features
 from aqa_jax.models.c3d import C3D
 from aqa_jax.models.captioner import S2VTCaptioner
@@ -59,11 +59,8 @@ class C3DAVGNetwork(nn.Module):
         for field, classes in self.class_fields:
             out[f"logits_{field}"] = torch_dense(classes, f"head_cls_{field}", self.fc6)(h).astype(jnp.float32)
         if self.head_caption is not None:
-            feats = feats.astype(jnp.float32)
-            if train:
-                out["caption_logp"] = self.head_caption(feats, batch["caption"], train=True)
-            else:
-                out["caption_ids"] = self.head_caption(feats, decode=self.decode, beam_size=self.beam_size)
+            out.update(caption_outputs(self.head_caption, feats, batch, train=train, decode=self.decode,
+                                       beam_size=self.beam_size))
         return out
 
 

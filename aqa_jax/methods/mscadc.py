@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aqa_jax.methods._multitask import MultitaskMethod
+from aqa_jax.methods._multitask import MultitaskMethod, caption_outputs
 from aqa_jax.methods._score import clip_features
 from aqa_jax.models.c3d import C3DDilated, TorchConv3D, torch_max_pool3d
 from aqa_jax.models.captioner import S2VTCaptioner
@@ -108,11 +108,9 @@ class MSCADCNetwork(nn.Module):
             h = ContextHead(self.dtype, name="head_caption_trunk")(maps, use_running_average=head_running)
             h = conv(BOTTLENECK, "head_caption_conv3")(h)
             h = nn.max_pool(h, (2, 2, 2), strides=(1, 1, 1), padding="VALID")
-            feats = jnp.transpose(h, (0, 4, 1, 2, 3)).reshape(h.shape[0], 1, -1).astype(jnp.float32)
-            if train:
-                out["caption_logp"] = self.head_caption(feats, batch["caption"], train=True)
-            else:
-                out["caption_ids"] = self.head_caption(feats, decode=self.decode, beam_size=self.beam_size)
+            feats = jnp.transpose(h, (0, 4, 1, 2, 3)).reshape(h.shape[0], 1, -1)
+            out.update(caption_outputs(self.head_caption, feats, batch, train=train, decode=self.decode,
+                                       beam_size=self.beam_size))
         return out
 
 
