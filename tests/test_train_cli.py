@@ -20,6 +20,7 @@ def test_pretrain_then_export_adapters(synthetic_data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     argv = ["pretrain", "--config", f"{REPO}/configs/pecop.py:dataset=synthetic_aqa,debug",
             "--workdir", str(workdir), "--data-dir", str(synthetic_data_dir),
+            "--set", "data.config=finger_tapping_tiny", "--set", "data.eval_repeat=2",
             "--set", "model.adapter_blocks=('Mixed_3b',)", "--set", "model.final_endpoint=Mixed_3b",
             "--set", "vspp.clip_len=8", "--set", "total_steps=2", "--set", "num_devices=1",
             "--set", "mesh=[('data', 1), ('model', 1)]"]

@@ -11,6 +11,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(
+    data={"config": "finger_tapping_tiny", "repeat": 8},  # the 8 videos of the synthetic_data_dir fixture
     model={"adapter_blocks": ("Mixed_3b",), "final_endpoint": "Mixed_3b"},
     vspp={"clip_len": 8},
     batch_size=8,
