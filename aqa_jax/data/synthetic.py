@@ -17,6 +17,11 @@ score is a fixed weighted sum of them (:data:`FACTOR_WEIGHTS`, scaled to the UPD
 Factors are drawn around one latent severity per subject (as symptoms co-occur), and every
 nuisance (position, size, colours, background texture, phase, noise) is random, so a model
 must read the movement itself. Everything is deterministic from the seed.
+
+Each video also has a commentary (:func:`caption_tokens`), the stand-in for MTL-AQA's
+captions: one phrase per factor naming its level (``no`` / ``mild`` / ``marked``), so a
+captioner has to read the same movement properties the score depends on. Its vocabulary is
+:data:`CAPTION_VOCAB`, laid out as MTL-AQA's ``vocab.json`` (``<eos>`` = 0, ``<sos>`` = 1).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ TASKS = ("finger_tapping", "hand_movement", "leg_agility")
 FACTORS = ("decrement", "slowing", "hesitation", "irregularity")
 FACTOR_WEIGHTS = {"decrement": 0.35, "slowing": 0.30, "hesitation": 0.20, "irregularity": 0.15}
 MAX_SCORE = 4.0
+FACTOR_LEVELS = ("no", "mild", "marked")  # severity < 1/3, < 2/3, else
+CAPTION_VOCAB = ("<eos>", "<sos>", "the", "with", "and", *TASKS[0].split("_"), "hand", "movement",
+                 "leg", "agility", *FACTOR_LEVELS, *FACTORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,30 +56,58 @@ def quality_score(factors: dict[str, float]) -> float:
     return MAX_SCORE * sum(FACTOR_WEIGHTS[f] * factors[f] for f in FACTORS)
 
 
+def factor_level(severity: float) -> str:
+    """The caption word of one factor's severity (thirds of [0, 1])."""
+    return FACTOR_LEVELS[min(int(severity * 3), 2)]
+
+
+def caption_tokens(task: str, factors: dict[str, float]) -> list[str]:
+    """``<sos> the finger tapping with mild decrement and no slowing and ... <eos>``."""
+    words = ["<sos>", "the", *task.split("_"), "with"]
+    for i, f in enumerate(FACTORS):
+        words += (["and"] if i else []) + [factor_level(factors[f]), f]
+    return words + ["<eos>"]
+
+
 def draw_factors(rng: np.random.Generator, severity: float) -> dict[str, float]:
     """Factor severities scattered around the subject's latent ``severity``."""
     return {f: float(np.clip(severity + 0.18 * rng.standard_normal(), 0.0, 1.0)) for f in FACTORS}
 
 
 def movement_trace(
-    rng: np.random.Generator, factors: dict[str, float], num_frames: int
+    rng: np.random.Generator,
+    factors: dict[str, float],
+    num_frames: int,
+    *,
+    steady: bool = False,
+    period: float | None = None,
 ) -> np.ndarray:
-    """Opening of the movement per frame in [0, 1] (0 closed, 1 fully open at full amplitude)."""
+    """Opening of the movement per frame in [0, 1] (0 closed, 1 fully open at full amplitude).
+
+    ``steady``: no hesitations, no per-cycle jitter and no decrement, so tempo and amplitude
+    are constant within a video; ``period``: every video's cycle lasts this many frames
+    (instead of the ``slowing``-driven 7-20). With both, a clip's only change of tempo is one
+    made by resampling it (PECoP's VSPP pretext task; the ``*_vspp`` builder configs).
+    """
     base_period = rng.uniform(7.0, 9.0) * (1.0 + 1.2 * factors["slowing"])
+    if period is not None:
+        base_period = float(period)
     pauses = np.zeros(num_frames, bool)
-    for _ in range(int(round(4 * factors["hesitation"]))):
+    for _ in range(0 if steady else int(round(4 * factors["hesitation"]))):
         start = int(rng.integers(0, max(num_frames - 6, 1)))
         pauses[start : start + int(rng.integers(4, 8))] = True
     phase, cycle_period = rng.uniform(0, 2 * math.pi), base_period
+    decrement = 0.0 if steady else factors["decrement"]
     trace = np.empty(num_frames, np.float32)
     for t in range(num_frames):
         if not pauses[t]:
             phase += 2 * math.pi / cycle_period
-            if phase >= 2 * math.pi:  # a new cycle: jitter its period
+            if phase >= 2 * math.pi:  # a new cycle: jitter its period (unless steady)
                 phase -= 2 * math.pi
-                jitter = 1.0 + 0.6 * factors["irregularity"] * rng.standard_normal()
-                cycle_period = base_period * float(np.clip(jitter, 0.4, 2.0))
-        amplitude = 1.0 - 0.8 * factors["decrement"] * t / max(num_frames - 1, 1)
+                if not steady:
+                    jitter = 1.0 + 0.6 * factors["irregularity"] * rng.standard_normal()
+                    cycle_period = base_period * float(np.clip(jitter, 0.4, 2.0))
+        amplitude = 1.0 - 0.8 * decrement * t / max(num_frames - 1, 1)
         trace[t] = amplitude * 0.5 * (1.0 - math.cos(phase))
     return trace
 
@@ -121,12 +157,15 @@ def render(
 
 
 def generate_video(
-    seed: int, task: str, subject: int, severity: float, *, num_frames: int = 64, size: int = 64
+    seed: int, task: str, subject: int, severity: float, *, num_frames: int = 64, size: int = 64,
+    steady: bool = False, period: float | None = None,
 ) -> SyntheticVideo:
-    """One deterministic sample of ``task`` for a subject with latent ``severity`` in [0, 1]."""
+    """One deterministic sample of ``task`` for a subject with latent ``severity`` in [0, 1]
+    (``steady``, ``period``: see :func:`movement_trace`)."""
     rng = np.random.default_rng([seed, TASKS.index(task), subject])
     factors = draw_factors(rng, severity)
-    frames = render(rng, task, movement_trace(rng, factors, num_frames), size)
+    trace = movement_trace(rng, factors, num_frames, steady=steady, period=period)
+    frames = render(rng, task, trace, size)
     return SyntheticVideo(frames, quality_score(factors), factors, task, subject)
 
 
@@ -139,6 +178,8 @@ def generate_split(
     videos_per_subject: int = 1,
     num_frames: int = 64,
     size: int = 64,
+    steady: bool = False,
+    period: float | None = None,
 ):
     """Yields the videos of one split; train and test have disjoint subjects (as PD4T's split)."""
     offset = {"train": 0, "test": 100_000}[split]
@@ -147,5 +188,6 @@ def generate_split(
         severity = float(np.random.default_rng([seed, 7, subject]).uniform(0, 1))
         for v in range(videos_per_subject):
             yield generate_video(
-                seed, task, subject * 10 + v, severity, num_frames=num_frames, size=size
+                seed, task, subject * 10 + v, severity, num_frames=num_frames, size=size,
+                steady=steady, period=period,
             )
