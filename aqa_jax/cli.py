@@ -161,32 +161,19 @@ def _build_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_backbone(weights: str, variant: str):
-    """(model, variables) from 'kinetics400' or a directory written by convert-weights."""
-    import jax
-    import jax.numpy as jnp
-
-    from aqa_jax.models.i3d import InceptionI3d
-    from aqa_jax.weights.kinetics import load_i3d_kinetics400
-    from aqa_jax.weights.store import load_model_weights
-
-    if weights == "kinetics400":
-        model = InceptionI3d(variant=variant)
-        init = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 32, 32, 3)))
-        return model, load_i3d_kinetics400(init)
-    model, variables, _ = load_model_weights(weights)
-    return model, variables
-
-
 def _extract_features(args: argparse.Namespace) -> int:
     from aqa_jax.data.registry import data_source
-    from aqa_jax.features import extract_split
+    from aqa_jax.features import (ExtractorSettings, FeatureExtractor, check_extractor_settings,
+                                  extract_split)
 
-    model, variables = _load_backbone(args.weights, args.variant)
+    weights = args.weights if args.weights == "kinetics400" else str(Path(args.weights).resolve())
+    settings = ExtractorSettings(weights=weights, variant=args.variant, clip_len=args.clip_len,
+                                 stride=args.stride, preset=args.preset)
+    check_extractor_settings(args.out, settings)
+    extractor = FeatureExtractor(settings)
     for split in args.split:
         source = data_source(args.name, args.config, split, data_dir=args.data_dir)
-        out = extract_split(source, model, variables, args.out, split, clip_len=args.clip_len,
-                            stride=args.stride, preset=args.preset)
+        out = extract_split(source, extractor, args.out, split, settings)
         print(f"{args.name}/{args.config}:{split}: {len(source)} videos → {out}")
     return 0
 
@@ -280,9 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--config", default=None)
     feats.add_argument("--split", nargs="+", default=["train", "test"])
     feats.add_argument("--data-dir", default=None)
-    feats.add_argument("--out", required=True, help="output directory (<id>.npy + <split>.txt)")
+    feats.add_argument("--out", required=True, help="output directory (<id>.npy, <split>.txt and "
+                       "extractor.json, the settings predict reuses)")
     feats.add_argument("--weights", default="kinetics400",
-                       help="'kinetics400' or a directory written by convert-weights")
+                       help="'kinetics400', a directory written by convert-weights, or a "
+                       "training run's workdir (e.g. PECoP: its adapted I3D)")
     feats.add_argument("--variant", default="deepmind", help="I3D numerics with kinetics400")
     feats.add_argument("--clip-len", type=int, default=16)
     feats.add_argument("--stride", type=int, default=16)

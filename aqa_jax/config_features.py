@@ -14,7 +14,9 @@ Datasets (``dataset=``):
 - ``features``: a folder written by ``aqa-jax extract-features`` (``folder=DIR``), built with
   ``aqa-jax build-data clip_features --manual-dir DIR --data-dir DIR/tfds`` (the config reads
   ``DIR/tfds``); ``label_scale=`` is required (the divisor that brings the source scores into
-  [0, 1]: 4 for PD4T and synthetic_aqa, 104.5 for MTL-AQA);
+  [0, 1]: 4 for PD4T and synthetic_aqa, 104.5 for MTL-AQA). The folder's ``extractor.json``
+  (how its features were computed) is copied into ``config.data.extractor``, so that
+  ``aqa-jax predict`` can score a raw video with the run: same I3D, preset and clip layout;
 - ``synthetic_features``: generated features with a known score (built on first use); the
   ``debug`` runs use it.
 
@@ -32,6 +34,7 @@ from typing import Any
 
 import ml_collections
 
+from aqa_jax.features import read_extractor_settings
 from aqa_jax.train.sharding import DEFAULT_RULES
 
 # dataset: (builder, {task: builder config}, label_scale, (hidden_dim, n_head))
@@ -72,7 +75,7 @@ def features_config(method: str, arg: str | None, **defaults: Any):
         raise ValueError(f"{method}: dataset={args.dataset!r}; choose one of {sorted(DATASETS)}")
     task = _task(args.dataset, args.task)
     builder, tasks, scale, (hidden, heads) = DATASETS[args.dataset]
-    data_dir = None
+    data_dir, extractor = None, None
     if args.dataset == "features":
         if not args.folder:
             raise ValueError(f"{method}: dataset=features needs folder=<the --out DIR of "
@@ -81,6 +84,8 @@ def features_config(method: str, arg: str | None, **defaults: Any):
             raise ValueError(f"{method}: dataset=features needs label_scale=<divisor bringing the "
                              "scores into [0, 1]> (4 for PD4T and synthetic_aqa, 104.5 for MTL-AQA)")
         data_dir = f"{args.folder.rstrip('/')}/tfds"
+        settings = read_extractor_settings(args.folder)
+        extractor = settings.to_dict() if settings else None
     elif args.folder:
         raise ValueError(f"folder= is for dataset=features, not {args.dataset}")
 
@@ -93,7 +98,7 @@ def features_config(method: str, arg: str | None, **defaults: Any):
     c.precompute_features = False
     c.compute_dtype = "float32"  # CoFInAl/GDLT compute in float32 only (a small network)
     c.data = dict(name=builder, config=tasks[task], train_split="train", eval_split="test",
-                  data_dir=data_dir, repeat=1, eval_repeat=1, worker_count=0)
+                  data_dir=data_dir, repeat=1, eval_repeat=1, worker_count=0, extractor=extractor)
     c.batch_size = 32
     c.step_per_update = 1
     c.num_epochs = 200

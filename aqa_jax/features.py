@@ -5,14 +5,18 @@ partial clip dropped; a video shorter than one clip is padded by repeating its l
 transformed with the evaluation transform of ``preset`` (centre crop, no flip) and passed
 through the I3D (Kinetics-400, or a PECoP-adapted checkpoint); the pooled 1024-d feature of
 each clip is kept. Output layout follows the RG / Fis-V feature releases: ``<out>/<id>.npy``
-of shape (num_clips, 1024) and ``<out>/<split>.txt`` (header ``name score``).
+of shape (num_clips, 1024) and ``<out>/<split>.txt`` (header ``name score``), plus
+``<out>/extractor.json``, the settings (:class:`ExtractorSettings`) that let ``aqa-jax predict``
+compute the same features for a new video.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -20,6 +24,9 @@ from tqdm import tqdm
 
 from aqa_jax.data.frames import decode_frames
 from aqa_jax.data.transforms import apply_transform
+from aqa_jax.models.i3d import InceptionI3d
+
+EXTRACTOR_FILE = "extractor.json"
 
 
 def clip_windows(num_frames: int, clip_len: int, stride: int) -> np.ndarray:
@@ -41,16 +48,19 @@ def video_features(
     preset: str = "deepmind",
     batch_clips: int = 8,
 ) -> np.ndarray:
-    """(num_clips, 1024) features of one record; ``apply_fn(clips) -> (n, 1024)``."""
+    """(num_clips, 1024) features of one record; ``apply_fn(clips) -> (n, 1024)`` is called on
+    ``batch_clips`` clips at a time."""
     sample = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
     windows = clip_windows(int(record["num_frames"]), clip_len, stride)
     out = []
     for start in range(0, len(windows), batch_clips):
+        chunk = windows[start : start + batch_clips]
         clips = np.stack([
-            apply_transform(decode_frames(record["frames"], w, source=sample), preset)
-            for w in windows[start : start + batch_clips]
+            apply_transform(decode_frames(record["frames"], w, source=sample), preset) for w in chunk
         ])
-        out.append(np.asarray(apply_fn(clips)))
+        # every batch has batch_clips clips (the last one padded with copies): one compilation
+        padded = np.concatenate([clips, np.repeat(clips[-1:], batch_clips - len(chunk), axis=0)])
+        out.append(np.asarray(apply_fn(padded))[: len(chunk)])
     return np.concatenate(out).astype(np.float32)
 
 
@@ -64,23 +74,122 @@ def make_feature_fn(model, variables):
     return features
 
 
+@dataclasses.dataclass(frozen=True)
+class ExtractorSettings:
+    """How a feature folder was computed, written beside it as ``extractor.json`` so that the
+    same features can be computed again for a new video (``aqa-jax predict`` with a CoFInAl or
+    GDLT run). ``weights``: ``kinetics400``, or the absolute path of a ``convert-weights``
+    directory or of a training run's workdir (see :func:`load_i3d`)."""
+
+    weights: str = "kinetics400"
+    variant: str = "deepmind"
+    clip_len: int = 16
+    stride: int = 16
+    preset: str = "deepmind"
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any], where: str = "extractor settings") -> "ExtractorSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(fields) != known:
+            raise ValueError(f"{where}: fields {sorted(fields)}; expected {sorted(known)}")
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in fields.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_extractor_settings(folder: str | os.PathLike[str]) -> ExtractorSettings | None:
+    """The settings of a feature folder, or ``None`` when it has no ``extractor.json`` (the
+    RG / Fis-V releases, or a folder written before the settings were recorded)."""
+    path = Path(folder) / EXTRACTOR_FILE
+    if not path.is_file():
+        return None
+    return ExtractorSettings.from_dict(json.loads(path.read_text()), where=str(path))
+
+
+def check_extractor_settings(out_dir: str | os.PathLike[str], settings: ExtractorSettings) -> None:
+    """A folder already extracted with other settings is an error: its splits would not be
+    comparable, nor its features those a new video gets in ``predict``."""
+    held = read_extractor_settings(out_dir)
+    if held is not None and held != settings:
+        raise ValueError(f"{out_dir} holds features extracted with {held.to_dict()}, not "
+                         f"{settings.to_dict()}: write these to another --out")
+
+
+def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dict[str, Any]]:
+    """(model, variables) of a feature extractor I3D from ``weights``:
+
+    - ``kinetics400``: the shipped DeepMind Kinetics-400 I3D, with ``variant``'s numerics;
+    - a ``convert-weights`` directory (``model.json``): its own architecture and weights;
+    - a training run's workdir (``checkpoints/``), e.g. a PECoP run: its I3D (``config.model``,
+      adapters included) up to the average pool, with the backbone of its latest checkpoint.
+    """
+    from aqa_jax.train.init_from import load_backbone
+
+    path = Path(weights)
+    if weights != "kinetics400" and (path / "model.json").is_file():
+        from aqa_jax.weights.store import load_model_weights
+
+        model, variables, _ = load_model_weights(path)
+        return model, variables
+    if weights == "kinetics400":
+        model = InceptionI3d(variant=variant)
+    elif (path / "checkpoints").is_dir():
+        from aqa_jax.evaluation import load_run_config
+        from aqa_jax.methods.vspp import build_i3d
+
+        run = load_run_config(path)
+        if "variant" not in run.get("model", {}):
+            raise ValueError(f"{path} is a {run.get('method')} run without an I3D backbone; "
+                             "features come from an I3D (kinetics400, converted weights or an "
+                             "I3D run such as PECoP)")
+        end = run.model.get("final_endpoint", "Logits")
+        if end not in ("Mixed_5c", "AvgPool", "Logits"):  # the pool itself has no parameters
+            raise ValueError(f"{path}: its I3D stops at {end}, short of Mixed_5c and the "
+                             "average pool that gives clip features")
+        model = build_i3d(run.model, final_endpoint="AvgPool")
+    else:
+        raise FileNotFoundError(f"--weights {weights!r} is neither 'kinetics400', a weights "
+                                "directory (model.json, from `aqa-jax convert-weights`) nor a "
+                                "training workdir (checkpoints/)")
+    init = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 8, 32, 32, 3), np.float32))
+    wrapped = {c: {"backbone": v} for c, v in jax.device_get(init).items()}
+    loaded = load_backbone(wrapped, weights)
+    return model, {c: v["backbone"] for c, v in loaded.items()}
+
+
+class FeatureExtractor:
+    """``record -> (num_clips, 1024)`` features computed as ``settings`` say (the network is
+    loaded once)."""
+
+    def __init__(self, settings: ExtractorSettings):
+        self.settings = settings
+        model, variables = load_i3d(settings.weights, settings.variant)
+        self._fn = make_feature_fn(model, variables)
+
+    def __call__(self, record: Mapping[str, Any]) -> np.ndarray:
+        s = self.settings
+        return video_features(record, self._fn, clip_len=s.clip_len, stride=s.stride, preset=s.preset)
+
+
 def extract_split(
     source: Sequence[Mapping[str, Any]],
-    model,
-    variables,
+    extract: Callable[[Mapping[str, Any]], np.ndarray],
     out_dir: str | os.PathLike[str],
     split: str,
-    **kwargs: Any,
+    settings: ExtractorSettings,
 ) -> Path:
-    """Writes every record's features and the split's label file; returns ``out_dir``."""
+    """Writes every record's features (``extract(record)``, e.g. a :class:`FeatureExtractor`),
+    the split's label file and ``extractor.json`` (``settings``); returns ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fn = make_feature_fn(model, variables)
+    check_extractor_settings(out_dir, settings)
+    (out_dir / EXTRACTOR_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
     lines = ["name score"]
     for record in tqdm(source, desc=f"I3D features [{split}]", unit="video"):
         name = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
         safe = name.replace("/", "__")
-        np.save(out_dir / f"{safe}.npy", video_features(record, fn, **kwargs))
+        np.save(out_dir / f"{safe}.npy", extract(record))
         lines.append(f"{safe} {float(record['score']):.6f}")
     (out_dir / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return out_dir

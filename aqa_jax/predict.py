@@ -7,16 +7,22 @@ sampler (its frame layout, clip starts and transform preset) and network. Layout
 annotation fall back to what a raw video allows: the ``window`` layout (MTL-AQA's 103 frames
 ending at the annotated end frame) takes the same number of frames spread over the whole video.
 
+Methods on clip features (CoFInAl, GDLT) first compute the video's features exactly as the
+run's training features were computed: the I3D, preset, clip length and stride that
+``aqa-jax extract-features`` recorded (``extractor.json``, copied into ``config.data.extractor``).
+
 Per video: the score, the method's uncertainty where it has one (USDL: the mean, std and
-histogram of its score distribution; CoRe/TSA: the spread over exemplars) and per-clip
+histogram of its score distribution; CoRe/TSA: the spread over exemplars; CoFInAl: the coarse
+grade, its probabilities and the ETF sub-grade; GDLT: the grade probabilities) and per-clip
 contributions: the score the network gives each clip seen alone (CoRe: against the exemplars'
-clip at the same place; TSA, whose PSNet reads a fixed number of clips, has none). A video that cannot be read gets a one-line error and
-the others are still scored. CoRe and TSA compare with training exemplars chosen as in
+clip at the same place; TSA, whose PSNet reads a fixed number of clips, has none). A video
+that cannot be read gets a one-line error and the others are still scored. CoRe and TSA compare with training exemplars chosen as in
 evaluation, by a permutation seeded by the sample id, here the video's file or folder name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -92,6 +98,7 @@ class Predictor:
         self.sampler = self.method.sampler(False)
         self.apply = jax.jit(lambda v, batch: self.model.apply(v, batch, train=False))
         self.per_clip = self.config.method != "tsa"
+        self.extractor = self._feature_extractor(config) if self.method.video_input == "features" else None
 
     @staticmethod
     def _train_source(config):
@@ -104,6 +111,28 @@ class Predictor:
             raise FileNotFoundError(
                 f"{config.method} scores a video against exemplars from its training split "
                 f"({d.name}/{d.get('config')}:{d.train_split}), which is not built here: {err}") from None
+
+    @staticmethod
+    def _feature_extractor(config):
+        """The I3D that made the run's training features, as ``extract-features`` recorded it."""
+        from aqa_jax.features import ExtractorSettings, FeatureExtractor
+
+        d = config.data
+        settings = d.get("extractor")
+        if not settings:
+            raise ValueError(
+                f"this {config.method} run trained on {d.name}/{d.get('config')} features whose "
+                "extractor is not recorded (released features, or a folder extracted before "
+                "extractor.json existed), so a raw video cannot be given the same features; "
+                "extract them with `aqa-jax extract-features`, build clip_features and train "
+                f"with configs/{config.method}.py:dataset=features,folder=DIR")
+        return FeatureExtractor(ExtractorSettings.from_dict(settings.to_dict(), "config.data.extractor"))
+
+    def _feature_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A video record as a clip-features record (``features``, ``num_clips``)."""
+        features = self.extractor(record)
+        return {**{k: v for k, v in record.items() if k not in ("frames", "num_frames")},
+                "features": features, "num_clips": len(features)}
 
     def _run(self, example: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(per-sample columns, network outputs) of one example: one forward pass."""
@@ -121,21 +150,45 @@ class Predictor:
         if missing:
             raise ValueError(f"this {self.config.method} run needs {', '.join(missing)} for each "
                              f"video (pass --label {missing[0]}=VALUE)")
-        example = self.sampler(record, None)
+        num_frames = int(record["num_frames"])
+        sampler = self.sampler
+        if self.extractor is not None:
+            record = self._feature_record(record)
+            if record["num_clips"] > sampler.max_clips:  # padded and masked: same result
+                sampler = dataclasses.replace(sampler, max_clips=1 << (record["num_clips"] - 1).bit_length())
+        example = sampler(record, None)
         columns, outputs = self._run(example)
         out: dict[str, Any] = {"video": str(record["id"]), "score": float(columns["score_pred"][0]),
-                               "num_frames": int(record["num_frames"])}
-        for key in ("score_std", "exemplar_spread"):
+                               "num_frames": num_frames}
+        for key in ("score_std", "exemplar_spread", "coarse_score"):
             if key in columns:
                 out[key] = float(columns[key][0])
+        if "grade" in columns:  # CoFInAl / GDLT
+            out["grade"] = int(columns["grade"][0])
+            out["grade_probabilities"] = [float(columns[f"grade_prob_{i}"][0])
+                                          for i in range(len([k for k in columns if k.startswith("grade_prob_")]))]
+        if "subgrade" in columns:
+            out["subgrade"] = int(columns["subgrade"][0])
         if self.config.method in ("usdl", "musdl"):
             out["distribution"] = self._histogram(outputs["logits"][0, 0])
-        if self.per_clip and np.ndim(example["clip"]) >= 5 and len(example["clip"]) > 1:
-            out["per_clip"] = [self._clip_score(example, j) for j in range(len(example["clip"]))]
+        clips = self._clips(example)
+        if self.per_clip and clips > 1:
+            out["per_clip"] = [self._clip_score(example, j) for j in range(clips)]
         return out
 
+    def _clips(self, example: Mapping[str, Any]) -> int:
+        """How many clips the example holds (0: a layout without separate clips)."""
+        if "mask" in example:  # clip features, padded
+            return int(np.sum(example["mask"]))
+        return len(example["clip"]) if np.ndim(example["clip"]) >= 5 else 0
+
     def _clip_score(self, example: Mapping[str, Any], j: int) -> float:
-        alone = dict(example, clip=example["clip"][j : j + 1])
+        if "mask" in example:  # clip j alone, at the front of the padded sequence
+            features = np.zeros_like(example["features"])
+            features[0] = example["features"][j]
+            alone = dict(example, features=features, mask=np.arange(len(features)) < 1)
+        else:
+            alone = dict(example, clip=example["clip"][j : j + 1])
         if "exemplar_clip" in example:  # compared with the exemplars' clip at the same place
             alone["exemplar_clip"] = example["exemplar_clip"][:, j : j + 1]
         return float(self._run(alone)[0]["score_pred"][0])
@@ -150,13 +203,14 @@ class Predictor:
 
 
 def plot_prediction(result: Mapping[str, Any], out: str | Path) -> Path:
-    """The score distribution (USDL) and the per-clip scores of one video, as a PNG."""
+    """The score distribution (USDL) or grade probabilities (CoFInAl, GDLT) and the per-clip
+    scores of one video, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("distribution", "per_clip") if p in result]
+    panels = [p for p in ("distribution", "grade_probabilities", "per_clip") if p in result]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         if panel == "distribution":
@@ -167,6 +221,16 @@ def plot_prediction(result: Mapping[str, Any], out: str | Path) -> Path:
             ax.set_xlabel("score")
             ax.set_ylabel("probability")
             ax.set_title("predicted score distribution")
+        elif panel == "grade_probabilities":
+            probs = result["grade_probabilities"]
+            bars = ax.bar(range(len(probs)), probs, width=0.7)
+            bars[result["grade"]].set_color("tab:red")
+            bars[result["grade"]].set_label(f"grade {result['grade']}")
+            ax.set_xticks(range(len(probs)))
+            ax.set_xlabel("grade")
+            ax.set_ylabel("probability")
+            ax.set_title("grade probabilities" + (f" (sub-grade {result['subgrade']})"
+                                                  if "subgrade" in result else ""))
         else:
             clips = range(1, len(result["per_clip"]) + 1)
             ax.plot(clips, result["per_clip"], "o-")
@@ -216,6 +280,13 @@ def format_result(result: Mapping[str, Any]) -> str:
         lines.append(f"  distribution: mean ± std {_mean(result):.3f} ± {result['score_std']:.3f}")
     if "exemplar_spread" in result:
         lines.append(f"  spread over exemplars (std): {result['exemplar_spread']:.3f}")
+    if "grade" in result:
+        probs = result["grade_probabilities"]
+        lines.append(f"  grade {result['grade']} of 0-{len(probs) - 1} (probabilities "
+                     + " ".join(f"{p:.2f}" for p in probs) + ")")
+    if "subgrade" in result:
+        lines.append(f"  sub-grade {result['subgrade']} of 0-99 (coarse score "
+                     f"{result['coarse_score']:.3f}, refined by the sub-grade to {result['score']:.3f})")
     if "per_clip" in result:
         lines.append("  per clip: " + " ".join(f"{v:.2f}" for v in result["per_clip"]))
     if "plot" in result:

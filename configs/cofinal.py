@@ -9,6 +9,7 @@ On any video dataset, from I3D (or PECoP-adapted I3D) clip features:
   aqa-jax extract-features pd4t --config gait --out feats/pd4t_gait        # [--weights <convert-weights dir>]
   aqa-jax build-data clip_features --manual-dir feats/pd4t_gait --data-dir feats/pd4t_gait/tfds
   aqa-jax train --config configs/cofinal.py:dataset=features,folder=feats/pd4t_gait,label_scale=4 --workdir runs/cofinal_gait
+  aqa-jax predict --checkpoint runs/cofinal_gait patient_07.mp4       # grade, sub-grade, score
 
 Args: dataset (rhythmic_gymnastics | fis_v | features | synthetic_features), task (Ball, Clubs,
 Hoop, Ribbon; TES, PCS), folder and label_scale (dataset=features: the extract-features folder,

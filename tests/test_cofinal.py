@@ -369,7 +369,7 @@ def test_extract_features_folder_reads_as_clip_features(tmp_path):
     import flax.linen as nn
 
     from aqa_jax.data.registry import build, data_source
-    from aqa_jax.features import extract_split
+    from aqa_jax.features import ExtractorSettings, extract_split, make_feature_fn, video_features
 
     class MeanColour(nn.Module):  # clips (n, T, H, W, 3) -> (n, 1024)
         @nn.compact
@@ -385,7 +385,10 @@ def test_extract_features_folder_reads_as_clip_features(tmp_path):
             frames = rng.integers(0, 256, (20 + 8 * i, 32, 32, 3), dtype=np.uint8)
             records.append({"id": f"ft/{offset + i}", "frames": [encode_jpeg(f) for f in frames],
                             "num_frames": len(frames), "score": np.float32(rng.uniform(0, 4))})
-        extract_split(records, MeanColour(), {}, out, split, clip_len=8, stride=8, preset="deepmind_32")
+        settings = ExtractorSettings(weights="mean colour", clip_len=8, stride=8, preset="deepmind_32")
+        fn = make_feature_fn(MeanColour(), {})
+        extract_split(records, lambda r: video_features(r, fn, clip_len=8, stride=8, preset="deepmind_32"),
+                      out, split, settings)
     build("clip_features", None, data_dir=str(out / "tfds"), manual_dir=str(out))
     got = {r["id"].decode(): r for r in data_source("clip_features", None, "test", data_dir=str(out / "tfds"))}
     assert sorted(got) == ["ft__100", "ft__101", "ft__102"]
@@ -437,6 +440,16 @@ def test_debug_cofinal_reaches_a_clearly_positive_srcc(feature_data_dir, tmp_pat
     assert srcc(columns["score_pred"], columns["score_true"]) == pytest.approx(summary["test"]["srcc"], abs=1e-4)
     state = restore_state(tmp_path)
     np.testing.assert_array_equal(state["batch_stats"]["head"]["etf"], cofinal.simplex_etf(100))
+    # generated features have no extractor to compute them for a raw video: predict says so
+    import contextlib
+    import io
+
+    from aqa_jax.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["predict", "--checkpoint", str(tmp_path), str(tmp_path)]) == 2
+    assert "extractor is not recorded" in err.getvalue() and "dataset=features" in err.getvalue()
 
 
 def test_gdlt_trains(feature_data_dir, tmp_path):

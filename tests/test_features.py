@@ -6,7 +6,8 @@ from aqa_jax.cli import main
 from aqa_jax.data.frames import decode_frames
 from aqa_jax.data.registry import data_source
 from aqa_jax.data.transforms import apply_transform
-from aqa_jax.features import clip_windows, iter_feature_files
+from aqa_jax.features import (ExtractorSettings, clip_windows, iter_feature_files, load_i3d,
+                              read_extractor_settings)
 
 
 def test_clip_windows():
@@ -25,10 +26,17 @@ def test_extract_features_cli(tmp_path):
     rows = list(iter_feature_files(out, "test"))
     assert len(rows) == 4 and all(f.shape == (2, 1024) for _, f, _ in rows)
 
-    import jax
-    from aqa_jax.cli import _load_backbone
+    # the settings predict reuses are recorded beside the features
+    assert read_extractor_settings(out) == ExtractorSettings(
+        weights="kinetics400", variant="deepmind", clip_len=16, stride=16, preset="deepmind_64")
+    code = main(["extract-features", "synthetic_aqa", "--config", "hand_movement_tiny",
+                 "--split", "train", "--data-dir", data_dir, "--out", str(out), "--stride", "8",
+                 "--preset", "deepmind_64"])
+    assert code == 2 and not (out / "train.txt").exists()  # other settings: not in this folder
 
-    model, variables = _load_backbone("kinetics400", "deepmind")
+    import jax
+
+    model, variables = load_i3d("kinetics400", "deepmind")
     record = next(r for r in data_source("synthetic_aqa", "hand_movement_tiny", "test",
                                          data_dir=data_dir) if r["id"].decode() == rows[0][0])
     clip = apply_transform(decode_frames(record["frames"], range(16, 32)), "deepmind_64")

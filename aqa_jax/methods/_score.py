@@ -106,8 +106,6 @@ class ScoreMethod(Method):
     dataset's own units); they are evaluated and written per sample to the predictions CSV.
     """
 
-    #: record fields each example carries besides ``score`` (e.g. ``difficulty``).
-    label_keys: tuple[str, ...] = ()
     #: set by the loop when the records hold cached backbone features (feature_cache)
     feature_mode: bool = False
 
@@ -119,12 +117,6 @@ class ScoreMethod(Method):
         if self.feature_mode:
             return CachedClipSampler(self.clip_sampler_fields(train)["label_keys"])
         return FrameClipSampler(**self.clip_sampler_fields(train))
-
-    def absent_target_values(self) -> dict[str, Any]:
-        """Values for the training targets among ``label_keys`` that a raw video lacks (e.g.
-        MUSDL's judge scores); prediction does not read them. Other label keys (difficulty
-        with DD) are inputs a user must give."""
-        return {}
 
     def clip_sampler_fields(self, train: bool) -> dict[str, Any]:
         """The :class:`FrameClipSampler` fields of ``config.clips`` (no shift in evaluation)."""

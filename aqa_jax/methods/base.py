@@ -31,6 +31,11 @@ class Method(abc.ABC):
 
     #: batch fields kept on the host (sample ids); never sent to devices.
     host_keys: tuple[str, ...] = ("id",)
+    #: what the network reads of a video: ``clips`` (frames, through its own backbone) or
+    #: ``features`` (per-clip features computed beforehand, :mod:`aqa_jax.features`).
+    video_input: str = "clips"
+    #: record fields each example carries besides ``score`` (e.g. ``difficulty``).
+    label_keys: tuple[str, ...] = ()
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -58,6 +63,12 @@ class Method(abc.ABC):
     def per_sample(self, predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The per-sample columns of the predictions file (by default every 1-D field)."""
         return {k: np.asarray(v) for k, v in predictions.items() if np.ndim(v) == 1}
+
+    def absent_target_values(self) -> dict[str, Any]:
+        """Values for the training targets among ``label_keys`` that a raw video lacks (e.g.
+        MUSDL's judge scores); prediction does not read them. Other label keys (difficulty
+        with DD) are inputs a user must give."""
+        return {}
 
     def prepare(self, train_source: Any) -> None:
         """Reads what the method needs from the training split before the network is built

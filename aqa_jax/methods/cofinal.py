@@ -555,6 +555,7 @@ class FeatureWindowSampler:
 class Method(BaseMethod):
     """CoFInAl (and, through :mod:`aqa_jax.methods.gdlt`, GDLT) on clip features."""
 
+    video_input = "features"
     #: the config section holding the options
     section = "cofinal"
     #: options a subclass fixes (a config that says otherwise is an error)

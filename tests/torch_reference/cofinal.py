@@ -143,7 +143,7 @@ def loss(model, out, y, alpha=1.0, margin=1.0, loss_align=1):
 
 
 def _t(a, transpose=False):
-    a = torch.as_tensor(np.asarray(a, np.float32))
+    a = torch.from_numpy(np.array(a, np.float32))  # a writable copy (jax arrays are read-only)
     return a.T.contiguous() if transpose else a
 
 

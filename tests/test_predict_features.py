@@ -1,0 +1,114 @@
+"""`aqa-jax predict` with a CoFInAl run trained on `aqa-jax extract-features` output.
+
+Oracle: `aqa-jax evaluate`'s per-sample predictions. A test video given as a folder of its
+stored JPEGs must get the same features (the extractor settings recorded beside the training
+features) and so the same score, grade, grade probabilities and sub-grade; each clip's score
+alone must equal the run's evaluation of a one-clip features record.
+"""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aqa_jax.cli import main
+from aqa_jax.config_args import load_config
+from aqa_jax.config_features import set_epochs
+from aqa_jax.data.registry import build, data_source
+from aqa_jax.features import ExtractorSettings
+from aqa_jax.train import reports
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "finger_tapping_tiny"  # 8 training and 4 test videos of 40 frames at 32 px
+
+
+def _run_cli(argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def feature_run(tmp_path_factory):
+    """A 2-epoch CoFInAl run on Kinetics-400 features of 8-frame clips (5 per video)."""
+    from aqa_jax.train.loop import train
+
+    root = tmp_path_factory.mktemp("predict_features")
+    data_dir, feats, workdir = root / "data", root / "feats", root / "run"
+    build("synthetic_aqa", TASK, data_dir=str(data_dir))
+    assert main(["extract-features", "synthetic_aqa", "--config", TASK, "--data-dir", str(data_dir),
+                 "--out", str(feats), "--clip-len", "8", "--stride", "8", "--preset", "deepmind_32"]) == 0
+    assert main(["build-data", "clip_features", "--manual-dir", str(feats),
+                 "--data-dir", str(feats / "tfds")]) == 0
+    config = load_config(f"{REPO}/configs/cofinal.py:dataset=features,folder={feats},label_scale=4")
+    config.cofinal.update(hidden_dim=32, clip_num=4, max_clips=8)
+    config.update(batch_size=4, num_devices=1, mesh=[("data", 1), ("model", 1)])
+    set_epochs(config, 2)
+    train(config, workdir)
+    return data_dir, workdir, config
+
+
+def test_extractor_settings_reach_the_run_config(feature_run):
+    _, workdir, config = feature_run
+    expected = ExtractorSettings(weights="kinetics400", variant="deepmind", clip_len=8, stride=8,
+                                 preset="deepmind_32").to_dict()
+    assert config.data.extractor.to_dict() == expected
+    assert json.loads((workdir / "config.json").read_text())["data"]["extractor"] == expected
+
+
+def test_predict_equals_evaluation_and_reports_grades(feature_run, tmp_path):
+    import cv2
+    import jax
+
+    from aqa_jax.predict import Predictor, format_result
+
+    data_dir, workdir, _ = feature_run
+    ids, columns = reports.read_predictions_csv(workdir / "predictions_test.csv")
+    record = data_source("synthetic_aqa", TASK, "test", data_dir=str(data_dir))[0]
+    name = record["id"].decode()
+    folder = tmp_path / name
+    folder.mkdir()
+    for i, frame in enumerate(record["frames"]):
+        (folder / f"{i:05d}.jpg").write_bytes(frame)
+    # the same video played twice as an mp4: 10 clips, more than the run's max_clips=8
+    frames = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR) for f in record["frames"]] * 2
+    mp4 = tmp_path / "twice.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 25, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    (tmp_path / "broken.avi").write_bytes(b"not a video")
+
+    code, out = _run_cli(["predict", "--checkpoint", str(workdir), str(folder), str(mp4),
+                          str(tmp_path / "broken.avi"), "--json", "--plot", str(tmp_path / "plots")])
+    assert code == 1  # one video failed, the others were scored
+    good, twice, bad = json.loads(out)
+    row = ids.index(name)
+    assert good["score"] == pytest.approx(columns["score_pred"][row], abs=1e-4)
+    assert good["coarse_score"] == pytest.approx(columns["coarse_score"][row], abs=1e-4)
+    assert good["grade"] == int(columns["grade"][row])
+    assert good["subgrade"] == int(columns["subgrade"][row])
+    np.testing.assert_allclose(good["grade_probabilities"],
+                               [columns[f"grade_prob_{i}"][row] for i in range(4)], atol=1e-5)
+    assert sum(good["grade_probabilities"]) == pytest.approx(1.0, abs=1e-5)
+    assert Path(good["plot"]).stat().st_size > 10_000
+    assert len(twice["per_clip"]) == 10 and np.isfinite(twice["score"])
+    assert "broken.avi" in bad["video"] and "\n" not in bad["error"]
+
+    # each clip alone: the sampler's own padding of a one-clip record through the network
+    predictor = Predictor(workdir)
+    feats = predictor.extractor(record)
+    assert len(good["per_clip"]) == len(feats) == 5
+    for j in (0, 4):
+        example = predictor.sampler({"id": name, "features": feats[j:j + 1], "score": np.nan}, None)
+        batch = {k: np.asarray(v)[None] for k, v in example.items() if k != "id"}
+        outputs = predictor.model.apply(predictor.variables, batch, train=False)
+        alone = predictor.method.per_sample(jax.device_get(predictor.method.predict(outputs, batch)))
+        assert good["per_clip"][j] == pytest.approx(float(alone["score_pred"][0]), abs=1e-5)
+
+    text = format_result(good)
+    assert f"grade {good['grade']} of 0-3" in text and f"sub-grade {good['subgrade']} of 0-99" in text
