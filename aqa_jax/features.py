@@ -147,7 +147,7 @@ def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dic
         if end not in ("Mixed_5c", "AvgPool", "Logits"):  # the pool itself has no parameters
             raise ValueError(f"{path}: its I3D stops at {end}, short of Mixed_5c and the "
                              "average pool that gives clip features")
-        model = build_i3d(run.model, final_endpoint="AvgPool")
+        model = build_i3d(run.model, final_endpoint="AvgPool" if end == "Mixed_5c" else end)
     else:
         raise FileNotFoundError(f"--weights {weights!r} is neither 'kinetics400', a weights "
                                 "directory (model.json, from `aqa-jax convert-weights`) nor a "
