@@ -39,7 +39,7 @@ def test_teacher_forcing_and_greedy_match_a_torch_s2vt():
                 for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(rnn, f"{w}_l{k}").copy_(torch.from_numpy(np.array(params[name][f"l{k}_{w}"])))
         emb.weight.copy_(torch.from_numpy(np.array(params["embedding"])))
-        out.weight.copy_(torch.from_numpy(np.asarray(params["out_kernel"]).T))
+        out.weight.copy_(torch.from_numpy(np.array(params["out_kernel"]).T))
         out.bias.copy_(torch.from_numpy(np.array(params["out_bias"])))
     for m in (rnn1, rnn2):
         m.eval()

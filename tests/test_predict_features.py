@@ -64,9 +64,14 @@ def test_predict_equals_evaluation_and_reports_grades(feature_run, tmp_path):
     import cv2
     import jax
 
-    from aqa_jax.predict import Predictor, format_result
+    from train_helpers import restore_state
+
+    from aqa_jax.evaluation import load_run_config
+    from aqa_jax.methods import get_method
+    from aqa_jax.predict import format_result
 
     data_dir, workdir, _ = feature_run
+    feats_dir = workdir.parent / "feats"
     ids, columns = reports.read_predictions_csv(workdir / "predictions_test.csv")
     record = data_source("synthetic_aqa", TASK, "test", data_dir=str(data_dir))[0]
     name = record["id"].decode()
@@ -99,15 +104,18 @@ def test_predict_equals_evaluation_and_reports_grades(feature_run, tmp_path):
     assert len(twice["per_clip"]) == 10 and np.isfinite(twice["score"])
     assert "broken.avi" in bad["video"] and "\n" not in bad["error"]
 
-    # each clip alone: the sampler's own padding of a one-clip record through the network
-    predictor = Predictor(workdir)
-    feats = predictor.extractor(record)
+    # each clip alone: a one-clip record of the training features (extract-features' file),
+    # padded by the method's own sampler, through the checkpointed network
+    method = get_method("cofinal")(load_run_config(workdir))
+    state = restore_state(workdir)
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    feats = np.load(feats_dir / f"{name}.npy")
     assert len(good["per_clip"]) == len(feats) == 5
     for j in (0, 4):
-        example = predictor.sampler({"id": name, "features": feats[j:j + 1], "score": np.nan}, None)
+        example = method.sampler(False)({"id": name, "features": feats[j:j + 1], "score": np.nan}, None)
         batch = {k: np.asarray(v)[None] for k, v in example.items() if k != "id"}
-        outputs = predictor.model.apply(predictor.variables, batch, train=False)
-        alone = predictor.method.per_sample(jax.device_get(predictor.method.predict(outputs, batch)))
+        outputs = method.build_model().apply(variables, batch, train=False)
+        alone = method.per_sample(jax.device_get(method.predict(outputs, batch)))
         assert good["per_clip"][j] == pytest.approx(float(alone["score_pred"][0]), abs=1e-5)
 
     text = format_result(good)
