@@ -15,9 +15,10 @@ Per video: the score, the method's uncertainty where it has one (USDL: the mean,
 histogram of its score distribution; CoRe/TSA: the spread over exemplars; CoFInAl: the coarse
 grade, its probabilities and the ETF sub-grade; GDLT: the grade probabilities) and per-clip
 contributions: the score the network gives each clip seen alone (CoRe: against the exemplars'
-clip at the same place; TSA, whose PSNet reads a fixed number of clips, has none). A video
-that cannot be read gets a one-line error and the others are still scored. CoRe and TSA compare with training exemplars chosen as in
-evaluation, by a permutation seeded by the sample id, here the video's file or folder name.
+clip at the same place; TSA, whose PSNet reads a fixed number of clips, has none; CoFInAl/GDLT:
+the clip's features alone in the padded sequence). A video that cannot be read gets a one-line
+error and the others are still scored. CoRe and TSA compare with training exemplars chosen as
+in evaluation, by a permutation seeded by the sample id, here the video's file or folder name.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ class Predictor:
                 out[key] = float(columns[key][0])
         if "grade" in columns:  # CoFInAl / GDLT
             out["grade"] = int(columns["grade"][0])
-            out["grade_probabilities"] = [float(columns[f"grade_prob_{i}"][0])
-                                          for i in range(len([k for k in columns if k.startswith("grade_prob_")]))]
+            grades = sum(k.startswith("grade_prob_") for k in columns)
+            out["grade_probabilities"] = [float(columns[f"grade_prob_{i}"][0]) for i in range(grades)]
         if "subgrade" in columns:
             out["subgrade"] = int(columns["subgrade"][0])
         if self.config.method in ("usdl", "musdl"):
