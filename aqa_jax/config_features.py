@@ -35,7 +35,7 @@ from typing import Any
 import ml_collections
 
 from aqa_jax.features import read_extractor_settings
-from aqa_jax.train.sharding import DEFAULT_RULES
+from aqa_jax.config_lib import set_epoch_run
 
 # dataset: (builder, {task: builder config}, label_scale, (hidden_dim, n_head))
 DATASETS: dict[str, tuple[str, dict[str, str | None], float, tuple[int, int]]] = {
@@ -99,19 +99,9 @@ def features_config(method: str, arg: str | None, **defaults: Any):
     c.compute_dtype = "float32"  # CoFInAl/GDLT compute in float32 only (a small network)
     c.data = dict(name=builder, config=tasks[task], train_split="train", eval_split="test",
                   data_dir=data_dir, repeat=1, eval_repeat=1, worker_count=0, extractor=extractor)
-    c.batch_size = 32
-    c.step_per_update = 1
-    c.num_epochs = 200
-    c.total_steps = 0
-    c.optimizer = dict(name="sgd", lr=1e-2, momentum=0.9, nesterov=False, weight_decay=1e-4,
-                       schedule="cosine_epochs", t_max=200.0, eta_min=1e-4, lr_factors={},
-                       grad_clip_norm=0.0)
-    c.mesh = [("data", -1), ("model", 1)]
-    c.num_devices = 0
-    c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
-    c.checkpoint = dict(every_steps=0, max_to_keep=2, async_save=True)
-    c.eval_every_steps = -1  # once per epoch: the official test curve (best epoch reported)
-    c.log_every_steps = 1
+    set_epoch_run(c, batch_size=32, epochs=200, optimizer=dict(
+        name="sgd", lr=1e-2, momentum=0.9, nesterov=False, weight_decay=1e-4,
+        schedule="cosine_epochs", t_max=200.0, eta_min=1e-4, lr_factors={}, grad_clip_norm=0.0))
     section = dict(hidden_dim=hidden, n_head=heads, n_encoder=1, n_decoder=2, n_query=4,
                    dropout=0.3, alpha=1.0, margin=1.0, triplet_distance="cosine",
                    label_scale=float(args.label_scale or scale), clip_num=68,

@@ -97,22 +97,30 @@ def finetune_config(
     return c, args
 
 
-def set_adam_run(c: ml_collections.ConfigDict, *, batch_size: int) -> None:
-    """The run settings the fine-tuning recipes share: Adam lr 1e-4 without weight decay,
-    100 epochs, a data-parallel mesh, the test split evaluated once per epoch (the official
+def set_epoch_run(c: ml_collections.ConfigDict, *, batch_size: int, epochs: int,
+                  optimizer: dict[str, Any]) -> None:
+    """The run settings the downstream recipes share: ``epochs`` of ``batch_size`` with
+    ``optimizer``, a data-parallel mesh, the test split evaluated once per epoch (the official
     per-epoch test curves), two checkpoints kept."""
     c.batch_size = batch_size
     c.step_per_update = 1
-    c.num_epochs = 100
+    c.num_epochs = epochs
     c.total_steps = 0
-    c.optimizer = dict(name="adam", lr=1e-4, weight_decay=0.0, schedule="constant",
-                       lr_factors={}, grad_clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8)
+    c.optimizer = optimizer
     c.mesh = [("data", -1), ("model", 1)]
     c.num_devices = 0
     c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
     c.checkpoint = dict(every_steps=0, max_to_keep=2, async_save=True)
     c.eval_every_steps = -1  # -1: once per epoch
     c.log_every_steps = 1
+
+
+def set_adam_run(c: ml_collections.ConfigDict, *, batch_size: int) -> None:
+    """:func:`set_epoch_run` with the fine-tuning recipes' Adam lr 1e-4 without weight decay
+    for 100 epochs."""
+    set_epoch_run(c, batch_size=batch_size, epochs=100, optimizer=dict(
+        name="adam", lr=1e-4, weight_decay=0.0, schedule="constant", lr_factors={},
+        grad_clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8))
 
 
 def apply_debug(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, *, epochs: int) -> None:

@@ -120,7 +120,6 @@ class MultitaskMethod(ScoreMethod):
         return dict(decode=self.config.mtl.get("decode", "greedy"),
                     beam_size=int(self.config.mtl.get("beam_size", 5)))
 
-
     def load_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
         """The C3D body from ``config.init_from`` (``aqa-jax convert-weights`` output, a
         PyTorch C3D state dict, or ``none``)."""
