@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# Training-list sizes (../shared/reference: pecop_i3d.md §5.1, aqa_methods.md): PD4T official
+# Training-list sizes (from the PECoP paper and the datasets' official splits): PD4T official
 # train splits; MTL-AQA train_split_0; FineDiving train_split; JIGSAWS 4-fold CV training folds
 # (39/28/36 trials minus a test fold of ~10/7/9).
 TRAIN_VIDEOS = {
