@@ -14,6 +14,10 @@ difficulty). FineDiving (as the FineDiving paper re-ran CoRe "w/ DN"): exemplars
 dive number, raw scores, theta 100. JIGSAWS (CoRe never released its JIGSAWS code) and PD4T
 (not published): every training sample is an exemplar candidate, theta = the largest possible
 score difference (24 for GRS 6-30, 4 for UPDRS 0-4), batch 2 as CoRe's AQA-7 recipe.
+Preprocessing (``tools/builder.py``, preset ``core``): flip, torch_videovision's swapped
+``Resize((455, 256))`` (455 high x 256 wide), which on CoRe's PIL frames is PIL bilinear
+(its default 'nearest' maps to PIL bilinear), random crop 224 (centre in test), ImageNet
+mean/std; the ten clips of query and exemplar go through the I3D as one batch.
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config

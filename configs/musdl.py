@@ -7,12 +7,17 @@ Args: as ``configs/usdl.py``. Official recipe (nzl-thu/MUSDL): Adam lr 1e-4, wei
 1e-5 on MTL-AQA (0 on JIGSAWS), batch 4, 100 epochs (80 on JIGSAWS). MTL-AQA: 7 judges x 21
 bins over 0-10 (0.5 apart), sigma 5, final score = middle three judges x difficulty.
 JIGSAWS: the 6 GRS items x 5 bins over 1-5, sigma 1, final score = their sum. For JIGSAWS run
-the four folds (``aqa-jax jigsaws-cv``) and report the mean of the last 10 epochs.
+the four folds (``aqa-jax cv``) and report the mean of the last 10 epochs.
 On synthetic_aqa (and in ``debug``) the four generative factor severities (0-1, their
 weighted sum x4 is the score) stand in for judges.
+
+Preprocessing, clip starts and BatchNorm batches: as ``configs/usdl.py`` (MTL-AQA: preset
+``musdl``, last clip at 87, ``clips.backbone_batches=per_position``; JIGSAWS: preset
+``musdl_jigsaws``, ``all_clips``), with the same named options.
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config
+from aqa_jax.data.sampling import CLIP_STARTS
 from aqa_jax.data.synthetic import FACTOR_WEIGHTS, FACTORS, MAX_SCORE
 
 # dataset: (judge field, judges, bins, lo, hi, sigma, combine, weight decay, epochs)
@@ -35,6 +40,11 @@ def get_config(arg=None):
                   judge_weights=FACTOR_JUDGE_WEIGHTS if args.dataset == "synthetic_aqa" else [])
     c.optimizer.weight_decay = wd
     c.num_epochs = epochs
+    c.clips.backbone_batches = "all_clips"
+    if args.dataset == "mtl_aqa":  # MTL-AQA/main.py, opts.py: last clip at 87, a BN batch per position
+        c.clips.update(clip_starts=CLIP_STARTS["musdl_10x16"], backbone_batches="per_position")
+    if args.dataset == "jigsaws":  # JIGSAWS/dataset.py: centre crop 224 of the stored frames
+        c.clips.preset = "musdl_jigsaws"
     if args.dataset == "synthetic_aqa":
         c.clips.preset = "deepmind_64"
     if args.debug:

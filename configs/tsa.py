@@ -9,8 +9,9 @@ debug (as ``configs/usdl.py``).
 Official recipe (``FineDiving_TSA.yaml``, ``tools/builder.py``): Adam, lr 1e-3 for PSNet, the
 decoder and the regressor, 1e-4 for the I3D (lr factor 0.1), no weight decay, no schedule,
 batch 8, 200 epochs, seed 0, the I3D's BatchNorm frozen (``fix_bn``); 96 frames by
-``linspace`` over the instance, nine 16-frame clips at 0, 10, ..., 80, ``Resize((200, 112))``
-then a 112 crop (preset ``tsa``); PSNet with 96 pseudo-frames, ``fix_size`` 5, 3 decoder
+``linspace`` over the instance, nine 16-frame clips at 0, 10, ..., 80 (all in one I3D
+batch), flip, ``Resize((200, 112))`` (200 high x 112 wide, PIL bilinear: torch_videovision's
+default 'nearest' maps to PIL bilinear for PIL frames) then a 112 crop (preset ``tsa``); PSNet with 96 pseudo-frames, ``fix_size`` 5, 3 decoder
 blocks of dim 64 with 8 heads; exemplars of the same dive number (``action_type``, "w/ DN"):
 one in training, 10 in evaluation; ground-truth step boundaries for epochs
 ``epoch / 200 <= 0.25``, predicted ones afterwards and in evaluation.

@@ -13,9 +13,25 @@ Official recipe (nzl-thu/MUSDL ``run.sh``/``opts.py``): Adam lr 1e-4, weight dec
 Bins: MTL-AQA 101 over 0-104.5, sigma 5; JIGSAWS 25 over GRS 6-30, sigma 1. PD4T's USDL
 settings are not published: we treat its UPDRS 0-4 like JIGSAWS' integer scores (5 bins,
 sigma 1). synthetic_aqa scores are continuous 0-4: 41 bins (0.1 apart), sigma 3 bins.
+
+Preprocessing and BatchNorm batches, as the official code (``MTL-AQA``/``JIGSAWS``
+``dataset.py``, ``main.py``, ``opts.py``); PD4T takes MTL-AQA's pipeline:
+  MTL-AQA: ``clips.preset=musdl`` (PIL resize to 455 wide x 256 high with a filter drawn
+    per frame among nearest/bilinear/bicubic/lanczos, centre crop 224 in training too, flip
+    the only augmentation), clips at 0, 10, ..., 80, **87** (``musdl_10x16``; CoRe's last
+    clip is 86), ``clips.backbone_batches=per_position`` (the I3D runs once per clip
+    position: ten BN batches and ten running-statistics updates per step);
+  JIGSAWS: ``clips.preset=musdl_jigsaws`` (no resize, centre crop 224 of the stored frames,
+    no flip), ``clips.backbone_batches=all_clips`` (the ten clips of every video in one
+    batch).
+Named options: ``clips.preset=musdl_bilinear`` (every frame resized with PIL bilinear, a
+deterministic filter), ``clips.backbone_batches=all_clips`` on MTL-AQA (one BN batch: fewer,
+larger backbone calls) or ``per_position`` elsewhere. Both BN choices give the same result
+where BatchNorm uses running statistics (evaluation, ``probe``, ``bn_policy='frozen'``).
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config
+from aqa_jax.data.sampling import CLIP_STARTS
 
 # dataset: (num_bins, score_min, score_max, sigma, epochs)
 BINS = {
@@ -33,6 +49,11 @@ def get_config(arg=None):
     c.usdl = dict(num_bins=bins, score_min=lo, score_max=hi, sigma=sigma, hidden=(256, 128),
                   decoding=args.decoding, judge_key="", num_judges=1, combine="")
     c.num_epochs = epochs
+    c.clips.backbone_batches = "all_clips"
+    if args.dataset == "mtl_aqa":  # MTL-AQA/main.py, opts.py: last clip at 87, a BN batch per position
+        c.clips.update(clip_starts=CLIP_STARTS["musdl_10x16"], backbone_batches="per_position")
+    if args.dataset == "jigsaws":  # JIGSAWS/dataset.py: centre crop 224 of the stored frames
+        c.clips.preset = "musdl_jigsaws"
     if args.dataset == "synthetic_aqa":
         c.clips.preset = "deepmind_64"
     if args.debug:

@@ -20,7 +20,10 @@ import numpy as np
 
 # Official clip start offsets within the sampled frames (16-frame clips).
 CLIP_STARTS: dict[str, tuple[int, ...]] = {
-    "core_10x16": (0, 10, 20, 30, 40, 50, 60, 70, 80, 86),  # CoRe/MUSDL on 103 frames
+    "core_10x16": (0, 10, 20, 30, 40, 50, 60, 70, 80, 86),  # CoRe on 103 frames (Backbone.py)
+    # MUSDL on MTL-AQA's 103 frames: its last clip is ``videos[:, :, -16:]``, i.e. frame 87
+    # (``opts.py`` segment_points, ``MTL-AQA/main.py``)
+    "musdl_10x16": (0, 10, 20, 30, 40, 50, 60, 70, 80, 87),
     "tsa_9x16": (0, 10, 20, 30, 40, 50, 60, 70, 80),  # TSA on 96 frames
     "c3d_6x16": (0, 16, 32, 48, 64, 80),  # C3D-AVG on 96 frames
     "jigsaws_10x16": tuple(range(0, 160, 16)),  # MUSDL JIGSAWS: 10 non-overlapping on 160

@@ -6,16 +6,32 @@ flip is drawn per clip and applied to every frame, as ``torch_videovision`` does
 Presets (see reference aqa_methods.md §1.5, pecop_i3d.md §2):
 
 - ``deepmind``: RGB, short side → 256 (bilinear), crop 224, scale to [-1, 1] (kinetics-i3d).
+  Our builders and ``aqa-jax predict`` already store frames at short side 256, resized with
+  OpenCV's INTER_AREA when shrinking (INTER_LINEAR when enlarging) and re-encoded as JPEG
+  (quality 90), so this preset's own resize is then a no-op and the pixels are not those of
+  DeepMind's bilinear resize of the decoded video; build with ``short_side=None`` to keep
+  the original frames and let the preset resize them bilinearly.
 - ``pecop``: PECoP's pretraining input, quirks kept: frames in **BGR** order (cv2.imread,
   never converted), ``Resize((455, 256))`` which torch_videovision turns into **455 high ×
-  256 wide** with cv2 nearest-neighbour, crop 224, ImageNet mean/std on [0, 1].
-- ``core``: CoRe's fine-tuning input: the same swapped 455×256 resize (PIL nearest) on RGB
-  frames, crop 224, ImageNet mean/std.
-- ``tsa``: TSA/FineDiving: swapped ``Resize((200, 112))`` → 200 high × 112 wide, crop 112,
+  256 wide** with cv2 nearest-neighbour (its numpy path), flip before the resize, crop 224,
+  ImageNet mean/std on [0, 1].
+- ``core``: CoRe's fine-tuning input (``tools/builder.py``, PIL frames from ``MTLPair.py``):
+  flip, the same swapped 455×256 resize on RGB frames, random crop 224 (centre in test),
+  ImageNet mean/std. torch_videovision's ``Resize`` defaults to ``'nearest'``, which its
+  ``functional.resize_clip`` maps to **PIL bilinear** for PIL images (the mapping is inverted
+  on its master branch; the fix, PR #15, was never merged), so the resize is PIL bilinear.
+- ``tsa``: TSA/FineDiving (``FineDiving_Pair.py``, PIL frames): flip, swapped
+  ``Resize((200, 112))`` → 200 high × 112 wide, PIL bilinear as ``core``, crop 112,
   ImageNet mean/std.
-- ``musdl``: MUSDL/MTL-AQA: PIL ``resize((455, 256))`` → 256 high × 455 wide (not swapped),
-  crop 224, ImageNet mean/std. (The official code draws the PIL filter at random per frame;
-  we use bilinear.)
+- ``musdl``: MUSDL on MTL-AQA (``MTL-AQA/dataset.py``): PIL ``resize((455, 256))`` → 256 high ×
+  455 wide (not swapped) with a filter drawn at random **per frame** among PIL's nearest /
+  bilinear / bicubic / lanczos (in test too; our evaluation draws them from a fixed seed, so
+  it is repeatable), then a flip (training), **centre** crop 224 in training and test,
+  ImageNet mean/std.
+- ``musdl_bilinear``: ``musdl`` with PIL bilinear for every frame (a deterministic filter;
+  not the official pipeline).
+- ``musdl_jigsaws``: MUSDL on JIGSAWS (``JIGSAWS/dataset.py``): **no resize**, centre crop 224
+  of the stored frames in training and test, no flip, ImageNet mean/std.
 - ``deepmind_112`` / ``deepmind_64`` / ``deepmind_32``: the ``deepmind`` recipe at short side
   128 / 64 / 32 and crop 112 / 64 / 32, for debug configs and CPU demos (not an official
   pipeline).
@@ -39,29 +55,43 @@ class TransformPreset:
     """How one official pipeline turns frames into network input.
 
     Attributes:
-      resize: ``("short_side", s)`` or ``("fixed", (height, width))``.
-      resampler: ``cv2_nearest``, ``pil_nearest``, ``cv2_bilinear``.
+      resize: ``("short_side", s)``, ``("fixed", (height, width))`` or ``("none", 0)`` (the
+        stored frames as they are).
+      resampler: ``cv2_nearest``, ``cv2_bilinear``, ``pil_nearest``, ``pil_bilinear`` or
+        ``pil_random`` (a PIL filter drawn per frame among nearest / bilinear / bicubic /
+        lanczos, as MUSDL's MTL-AQA loader does).
       crop: square crop size.
       channel_order: ``rgb`` or ``bgr`` (order of the channels fed to the network).
       normalize: ``minus_one_one`` ([-1, 1]) or ``imagenet`` (mean/std on [0, 1]).
       train_crop: ``random`` or ``center`` (MTL-AQA's loaders centre-crop in training too and
         augment only by flipping).
+      train_flip: whether training flips (p = 0.5); MUSDL's JIGSAWS loader never flips.
+      flip_first: flip the whole frame before the resize (torch_videovision's
+        ``RandomHorizontalFlip`` comes first in CoRe, TSA and PECoP) rather than after it
+        (MUSDL/MTL-AQA); either way the flip precedes the crop, as in the official code.
+        Nearest-neighbour resizes do not commute with a flip, and a centred crop with an
+        odd margin lands one pixel apart on a flipped frame.
     """
 
     resize: tuple[str, int | tuple[int, int]]
-    resampler: Literal["cv2_nearest", "pil_nearest", "cv2_bilinear"]
+    resampler: Literal["cv2_nearest", "cv2_bilinear", "pil_nearest", "pil_bilinear", "pil_random"]
     crop: int
     channel_order: Literal["rgb", "bgr"]
     normalize: Literal["minus_one_one", "imagenet"]
     train_crop: Literal["random", "center"] = "random"
+    train_flip: bool = True
+    flip_first: bool = False
 
 
 PRESETS: dict[str, TransformPreset] = {
     "deepmind": TransformPreset(("short_side", 256), "cv2_bilinear", 224, "rgb", "minus_one_one"),
-    "pecop": TransformPreset(("fixed", (455, 256)), "cv2_nearest", 224, "bgr", "imagenet"),
-    "core": TransformPreset(("fixed", (455, 256)), "pil_nearest", 224, "rgb", "imagenet"),
-    "tsa": TransformPreset(("fixed", (200, 112)), "pil_nearest", 112, "rgb", "imagenet"),
-    "musdl": TransformPreset(("fixed", (256, 455)), "cv2_bilinear", 224, "rgb", "imagenet"),
+    "pecop": TransformPreset(("fixed", (455, 256)), "cv2_nearest", 224, "bgr", "imagenet", flip_first=True),
+    "core": TransformPreset(("fixed", (455, 256)), "pil_bilinear", 224, "rgb", "imagenet", flip_first=True),
+    "tsa": TransformPreset(("fixed", (200, 112)), "pil_bilinear", 112, "rgb", "imagenet", flip_first=True),
+    "musdl": TransformPreset(("fixed", (256, 455)), "pil_random", 224, "rgb", "imagenet", "center"),
+    "musdl_bilinear": TransformPreset(("fixed", (256, 455)), "pil_bilinear", 224, "rgb", "imagenet", "center"),
+    "musdl_jigsaws": TransformPreset(("none", 0), "pil_bilinear", 224, "rgb", "imagenet", "center",
+                                     train_flip=False),
     # MTL-AQA (dataloader_C3DAVG / _MSCADC): resize to 171x128 / 640x360 (W x H), centre crop
     # 112 / 180 in training and test, flip in training. The official loaders also draw the
     # resize filter at random among PIL's nearest/bilinear/bicubic/lanczos for every frame, in
@@ -74,8 +104,16 @@ PRESETS: dict[str, TransformPreset] = {
     "deepmind_32": TransformPreset(("short_side", 32), "cv2_bilinear", 32, "rgb", "minus_one_one"),
 }
 
+# PIL's filters in MUSDL's order (``load_image``: ``interpolators[random.randint(0, 3)]``).
+PIL_RANDOM_FILTERS = (Image.NEAREST, Image.BILINEAR, Image.BICUBIC, Image.LANCZOS)
+PIL_FILTERS = {"pil_nearest": Image.NEAREST, "pil_bilinear": Image.BILINEAR}
+# The generator of ``pil_random``'s filters in evaluation (the official test loader draws them
+# at random too; a fixed seed keeps our evaluation repeatable).
+EVAL_FILTER_SEED = 0
+
 
 def preset(name: str) -> TransformPreset:
+    """The preset called ``name``, or a one-line error listing the presets."""
     try:
         return PRESETS[name]
     except KeyError:
@@ -87,16 +125,24 @@ def resized_shape(height: int, width: int, p: TransformPreset) -> tuple[int, int
     kind, size = p.resize
     if kind == "fixed":
         return tuple(size)  # type: ignore[return-value]
+    if kind == "none":
+        return height, width
     short = min(height, width)
     return round(height * size / short), round(width * size / short)
 
 
-def resize_frame(frame: np.ndarray, height: int, width: int, resampler: str) -> np.ndarray:
-    """One (H, W, 3) uint8 frame resized to (height, width)."""
+def resize_frame(frame: np.ndarray, height: int, width: int, resampler: str,
+                 pil_filter: int | None = None) -> np.ndarray:
+    """One (H, W, 3) uint8 frame resized to (height, width).
+
+    ``pil_filter``: the PIL filter of a ``pil_random`` resize (drawn by the caller)."""
     if frame.shape[:2] == (height, width):
         return frame
-    if resampler == "pil_nearest":
-        return np.asarray(Image.fromarray(frame).resize((width, height), Image.NEAREST))
+    if resampler.startswith("pil_"):
+        f = pil_filter if resampler == "pil_random" else PIL_FILTERS[resampler]
+        if f is None:
+            raise ValueError("resampler='pil_random' needs the frame's pil_filter")
+        return np.asarray(Image.fromarray(frame).resize((width, height), f))
     interp = cv2.INTER_NEAREST if resampler == "cv2_nearest" else cv2.INTER_LINEAR
     return cv2.resize(frame, (width, height), interpolation=interp)
 
@@ -125,20 +171,31 @@ def apply_transform(
 ) -> np.ndarray:
     """Transforms a ``(T, H, W, 3)`` uint8 RGB clip into ``(T, crop, crop, 3)`` float32.
 
-    Training: pass ``rng`` (random crop, and a horizontal flip with p = 0.5 unless ``flip``
-    says otherwise). Evaluation: ``rng=None`` gives the centre crop without flip.
+    Training: pass ``rng`` (a horizontal flip with p = 0.5 unless ``flip`` says otherwise or
+    the preset never flips, then the crop: random, or centred for ``train_crop='center'``).
+    Evaluation: ``rng=None`` gives the centre crop without flip. ``rng`` draws, in this order,
+    the flip (``rng.random() < 0.5``), the crop's top and left, then ``pil_random``'s filter
+    index of every frame (``rng.integers(0, 4, T)``).
     """
     p = preset(p) if isinstance(p, str) else p
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"expected a (T, H, W, 3) clip, got {clip.shape}")
     if flip is None:
-        flip = bool(rng.random() < 0.5) if rng is not None else False
+        flip = bool(rng.random() < 0.5) if rng is not None and p.train_flip else False
     h, w = resized_shape(clip.shape[1], clip.shape[2], p)
     top, left = crop_offsets(h, w, p.crop, rng if p.train_crop == "random" else None)
+    filters: list[int | None] = [None] * clip.shape[0]
+    if p.resampler == "pil_random":
+        draw = rng if rng is not None else np.random.default_rng(EVAL_FILTER_SEED)
+        filters = [PIL_RANDOM_FILTERS[i] for i in draw.integers(0, len(PIL_RANDOM_FILTERS), clip.shape[0])]
     out = np.empty((clip.shape[0], p.crop, p.crop, 3), np.float32)
     for t, frame in enumerate(clip):
-        frame = resize_frame(frame, h, w, p.resampler)[top : top + p.crop, left : left + p.crop]
-        out[t] = frame[:, ::-1] if flip else frame
+        if flip and p.flip_first:
+            frame = frame[:, ::-1]
+        frame = resize_frame(frame, h, w, p.resampler, filters[t])
+        if flip and not p.flip_first:  # the whole resized frame, then the crop (MTL-AQA loaders)
+            frame = frame[:, ::-1]
+        out[t] = frame[top : top + p.crop, left : left + p.crop]
     if p.channel_order == "bgr":
         out = out[..., ::-1]
     if p.normalize == "minus_one_one":
