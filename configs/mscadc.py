@@ -31,7 +31,6 @@ CLIPS = {
 
 def get_config(arg=None):
     c, args = multitask_config("mscadc", arg, clips=CLIPS)
-    c.mscadc = dict(score_broadcast_quirk=False)
     if args.debug:
         c.model.init = "he"
         c.trainable, c.bn_policy, c.precompute_features = "head", "frozen", True

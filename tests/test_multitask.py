@@ -103,15 +103,19 @@ def test_multitask_loss_matches_the_official_criteria():
     assert float(stl_loss) == pytest.approx(score, rel=1e-5) and set(stl_metrics) == {"loss_score"}
 
 
-def test_mscadc_broadcast_quirk_compares_every_prediction_with_every_target():
+def test_mscadc_score_loss_pairs_each_prediction_with_its_target():
+    # head_fs_2.py ends in view(-1, 1) + squeeze: (B,), the collated target is (B,) too, so
+    # MSELoss + L1Loss compare prediction b with target b only (no (B, B) broadcast).
     rng = np.random.default_rng(1)
     outputs, batch = _outputs_and_batch(rng)
-    c = _config("mscadc", "tasks=score,pretrained=none")
-    c.mscadc.score_broadcast_quirk = True
-    _, metrics = MSCADC(c).loss(outputs, batch)
-    pred, true = np.asarray(outputs["score"])[None, :], batch["score"][:, None] / 17.0  # torch: (B,) vs (B, 1)
+    _, metrics = MSCADC(_config("mscadc", "tasks=score,pretrained=none")).loss(outputs, batch)
+    head_out = np.asarray(outputs["score"]).reshape(-1, 1, 1, 1, 1)  # the AvgPool3d output
+    pred = np.squeeze(head_out.reshape(-1, 1))
+    true = batch["score"] / 17.0
+    assert pred.shape == true.shape
     expected = np.mean((pred - true) ** 2) + np.mean(np.abs(pred - true))
     assert float(metrics["loss_score"]) == pytest.approx(expected, rel=1e-5)
+    assert "mscadc" not in _config("mscadc", "tasks=score,pretrained=none")
 
 
 def test_mscadc_heads_at_180px_give_the_official_shapes():

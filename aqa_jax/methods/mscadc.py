@@ -20,10 +20,10 @@ the global mean at every input size (the official pools only work at 180 px). Lo
 evaluation: :mod:`aqa_jax.methods._multitask`. The heads' BatchNorms run in training mode
 while training, as the official ``model.train()`` does, whatever ``bn_policy`` the body uses.
 
-Official defect: the score head returns ``(B,)`` while the target is ``(B, 1)``, so PyTorch's
-``MSELoss``/``L1Loss`` broadcast them to ``(B, B)`` and compare every prediction with every
-target of the batch (pulling all predictions toward the batch mean). We pair them;
-``mscadc.score_broadcast_quirk=True`` reproduces the broadcast.
+Score loss: the official score head ends in ``view(-1, 1)`` then ``squeeze`` (``head_fs_2.py``),
+so the prediction is ``(B,)``, the same shape as the collated target
+(``train_test_MSCADC.py``, ``data['label_final_score']``): ``MSELoss``/``L1Loss`` compare each
+prediction with its own target, as we do.
 
 The official body starts from ``C3D_small_PyTorch_Trained_12`` (a 7z archive in the
 repository); ``init_from`` takes its state dict converted by ``aqa-jax convert-weights``, or
@@ -125,9 +125,3 @@ class Method(MultitaskMethod):
                        weight_init=c.model.get("init", "torch")),
             tuple(self.class_fields.items()), self.captioner() if self.captions else None,
             **self.caption_call(), dtype=dtype)
-
-    def score_loss(self, pred, target):
-        if self.config.get("mscadc", {}).get("score_broadcast_quirk", False):
-            diff = pred[None, :] - target[:, None]  # (B, B): the official (B,) vs (B, 1) broadcast
-            return jnp.mean(diff**2) + jnp.mean(jnp.abs(diff))
-        return super().score_loss(pred, target)
