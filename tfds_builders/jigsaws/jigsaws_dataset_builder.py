@@ -185,7 +185,8 @@ frames/<trial>_capture1/*.jpg, data/frames/<trial>_capture1/*.jpg or
         task = self.builder_config.task
         return (f"put {task}/video/{trial}_{CAMERA}.avi (from {task}.zip of the JIGSAWS release) or "
                 f"a frame folder frames/{trial}_{CAMERA}/ into the manual_dir, check {trial} in "
-                "label.pkl/splits.pkl, or build with skip_bad_samples=True to leave it out")
+                "label.pkl/splits.pkl, or build with `aqa-jax build-data ... --skip-bad-samples` "
+                "to leave it out")
 
     def _make_example(self, trial: str, context: dict) -> dict[str, Any]:
         task = self.builder_config.task

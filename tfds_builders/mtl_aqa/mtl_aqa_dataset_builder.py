@@ -485,7 +485,7 @@ Expected layout:
             fix = (
                 f"check video {key[0]:02d}'s frames under {inputs.frames.root} (all frames, as "
                 f"frame_extractor.sh writes them) and key {key} in {inputs.ann_dir}, or rebuild "
-                "with skip_bad_samples=True to leave this sample out"
+                "with `aqa-jax build-data ... --skip-bad-samples` to leave this sample out"
             )
             example = report.run(sid, lambda: self._example(key, split_file, inputs), fix=fix)
             if example is not None:

@@ -16,7 +16,7 @@ from the repository at commit bf7dcb2):
   (MTL-AQA issue #1), i.e. UNLV-Dive's split 4. They are the ``split_370_4`` config. The
   released train list contains ``(1, 64)``, which no released annotation dict (neither this
   one nor MTL-AQA's) annotates, so that config raises a BadSampleError for ``01_64`` unless it
-  is built with ``skip_bad_samples=True`` (then 299 / 70, with ``01_64`` in
+  is built with ``--skip-bad-samples`` (then 299 / 70, with ``01_64`` in
   ``bad_samples_train.json``).
 - ``final_captions_dict.pkl`` / ``vocab.json``: commentary, not read here (use mtl_aqa).
 
@@ -99,7 +99,7 @@ class Builder(AQAVideoBuilder):
         UnlvDiveConfig(name="split_370_4", short_side=256, split_files="370_4",
                        description="UNLV-Dive split 4, train/test_split_370_4.pkl (300/70); the "
                                    "train list has the unannotated key (1, 64): build with "
-                                   "skip_bad_samples=True"),
+                                   "--skip-bad-samples"),
     ]
     HOMEPAGE = "https://github.com/ParitoshParmar/MTL-AQA"
     CITATION = CITATION
@@ -152,7 +152,7 @@ class Builder(AQAVideoBuilder):
             fix = (
                 f"check video {key[0]:02d}'s frames under {frames.root} (all frames, as MTL-AQA's "
                 f"frame_extractor.sh writes them) and key {key} in {ann_path}, or rebuild with "
-                "skip_bad_samples=True to leave this sample out"
+                "`aqa-jax build-data ... --skip-bad-samples` to leave this sample out"
             )
             example = report.run(sid, make, fix=fix)
             if example is not None:
