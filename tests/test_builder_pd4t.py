@@ -37,19 +37,20 @@ def write_csv(path: Path, rows: list[tuple]) -> None:
 
 
 # Gait: per-patient folders, file named after the visit (id = <visit>_<patient>), plus one
-# file named after the full id (rule 1).  Frame counts differ from the CSV's on purpose.
+# file named after the full id (rule 1).  One video is longer than its CSV frame count on
+# purpose (stored as decoded); none is shorter (that is a truncated video, see below).
 GAIT = {
-    "train": [("14-005690_026", 900, 1, "026/14-005690.mp4", 4),
-              ("15-001760_009", 700, 0, "009/15-001760.mp4", 3),
-              ("13-007586_004", 650, 3, "004/13-007586_004.mp4", 5)],
-    "test": [("15-003012_024", 820, 2, "024/15-003012.mp4", 3),
-             ("15-003013_024", 810, 1, "024/15-003013.mp4", 2)],
+    "train": [("14-005690_026", 4, 1, "026/14-005690.mp4", 4),
+              ("15-001760_009", 3, 0, "009/15-001760.mp4", 3),
+              ("13-007586_004", 3, 3, "004/13-007586_004.mp4", 5)],
+    "test": [("15-003012_024", 3, 2, "024/15-003012.mp4", 3),
+             ("15-003013_024", 2, 1, "024/15-003013.mp4", 2)],
 }
 # Finger tapping: l/ r/ side folders (the other documented layout), odd folder spelling.
 FINGER = {
-    "train": [("15-005087_l", 160, 4, "l/15-005087.mp4", 3),
-              ("15-005087_r", 170, 2, "r/15-005087.mp4", 4)],
-    "test": [("14-005717_l", 150, 1, "l/14-005717.mp4", 2)],
+    "train": [("15-005087_l", 3, 4, "l/15-005087.mp4", 3),
+              ("15-005087_r", 4, 2, "r/15-005087.mp4", 4)],
+    "test": [("14-005717_l", 2, 1, "l/14-005717.mp4", 2)],
 }
 
 
@@ -183,3 +184,62 @@ def test_patient_and_side_rules_and_nested_root(tmp_path):
     (nested / "Annotations").mkdir(parents=True)
     (nested / "Videos").mkdir()
     assert find_root(tmp_path / "m") == (nested / "Annotations", nested / "Videos")
+
+
+def _truncated_avi(path: Path, frames: int = 120, keep: float = 0.3) -> None:
+    """An MJPG avi of ``frames`` frames whose bytes are cut to ``keep``: it still opens, its
+    header still says ``frames``, and OpenCV decodes the first ~30% and stops without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (W, H))
+    for i in range(frames):
+        writer.write(np.full((H, W, 3), (7 * i) % 256, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_video_is_flagged_not_stored_short(tmp_path):
+    """Issue 17 item 6: a truncated video that still opens is a bad sample naming the file and
+    both counts (CSV and container), not a sample stored with a third of its frames."""
+    from aqa_jax.data.bad_input import check_frame_count
+
+    cut = tmp_path / "cut.avi"
+    _truncated_avi(cut)
+    cap = cv2.VideoCapture(str(cut))
+    decoded = 0
+    while cap.read()[0]:
+        decoded += 1
+    assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) == 120 and 10 < decoded < 60
+    with pytest.raises(ValueError, match=rf"after {decoded} of the 120 frames its container"):
+        check_frame_count(decoded, cut)  # no annotation: the container's own count
+    with pytest.raises(ValueError, match=rf"after {decoded} of the 150 frames the CSV"):
+        check_frame_count(decoded, cut, 150, expected_from="the CSV")
+    whole = tmp_path / "whole.avi"
+    _truncated_avi(whole, keep=1.0)
+    check_frame_count(120, whole, 120)  # complete: not flagged
+    check_frame_count(115, whole, 121)  # within the tolerance of estimated counts (5%)
+
+    # in a build: the CSV's num_frames is 120 and the mp4 of one row is a cut copy
+    pd4t = make_pd4t(tmp_path / "m", "Gait", GAIT)
+    video = pd4t / "Videos" / "Gait" / "026" / "14-005690.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (W, H))
+    for i in range(40):
+        writer.write(np.full((H, W, 3), 5 * i, np.uint8))
+    writer.release()
+    rows = [r[:3] for r in GAIT["train"]]
+    rows[0] = ("14-005690_026", 120, 1)  # the video holds 40 of the 120 frames annotated
+    write_csv(pd4t / "Annotations" / "Gait" / "train.csv", rows)
+    with pytest.raises(BadSampleError, match=r"14-005690_026: .*14-005690.mp4: decoding stopped "
+                                             r"after 40 of the 120 frames the CSV"):
+        build("pd4t", "gait", data_dir=str(tmp_path / "d"), manual_dir=str(tmp_path / "m"))
+
+
+def test_an_id_in_both_splits_is_refused(tmp_path):
+    """Issue 17 item 6: PD4T's official split is patient-level; an id in train.csv and
+    test.csv is refused, naming both files."""
+    pd4t = make_pd4t(tmp_path / "m", "Gait", GAIT)
+    rows = [r[:3] for r in GAIT["test"]] + [GAIT["train"][1][:3]]
+    write_csv(pd4t / "Annotations" / "Gait" / "test.csv", rows)
+    with pytest.raises(ValueError, match=r"1 sample\(s\) are in both the train split \(.*train.csv\) "
+                                         r"and the test split \(.*test.csv\): 15-001760_009"):
+        build("pd4t", "gait", data_dir=str(tmp_path / "d"), manual_dir=str(tmp_path / "m"))

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aqa_jax.data.bad_input import BadSampleError
+from aqa_jax.data.bad_input import BadSampleError, check_split_overlap
 from aqa_jax.data.frames import decode_jpeg, encode_jpeg, resize_short_side
 from aqa_jax.data.sampling import absolute_linspace_indices
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
@@ -204,7 +204,7 @@ Put them in the manual_dir like this (the pickles may also sit directly in manua
         table_path = self._annotation_file(root, SUB_ACTIONS)
         anno["sub_actions"] = set(self._load_dict(table_path)) if table_path else None
 
-        generators = {}
+        generators, listed = {}, {}
         for split, file_name in SPLITS.items():
             path = self._require(root, file_name)
             keys = safe_load(path)
@@ -216,6 +216,8 @@ Put them in the manual_dir like this (the pickles may also sit directly in manua
             if dupes:
                 raise ValueError(f"{path}: duplicated keys {dupes[:5]}")
             generators[split] = self._generate_examples(split, path, keys, root, anno)
+            listed[split] = (path, list(map(repr, keys)))
+        check_split_overlap(self.name, listed)  # the released splits are disjoint
         return generators
 
     # --- examples ---------------------------------------------------------------------------

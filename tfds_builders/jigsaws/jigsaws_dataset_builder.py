@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aqa_jax.data.bad_input import BadSampleError
+from aqa_jax.data.bad_input import BadSampleError, check_frame_count
 from aqa_jax.data.frames import (FrameError, decode_jpeg, encode_jpeg, encode_video_frames,
                                  iter_video, resize_short_side)
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
@@ -242,7 +242,9 @@ frames/<trial>_capture1/*.jpg, data/frames/<trial>_capture1/*.jpg or
         if not video.is_file():
             raise BadSampleError(trial, f"missing video file {video} (and no frame folder "
                                  f"frames/{name}/)", self._fix(trial))
-        return encode_video_frames(iter_video(video), self.short_side)
+        frames = encode_video_frames(iter_video(video), self.short_side)
+        check_frame_count(len(frames), video)  # a truncated avi stops early without an error
+        return frames
 
 
 class _FrameCache:

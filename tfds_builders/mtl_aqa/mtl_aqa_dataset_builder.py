@@ -52,7 +52,8 @@ train_split_0.pkl`` when present (443 / 279 / 143 keys in the release). Caution:
 smaller training sets are NOT subsets of ``train_split_0``: 115 / 80 / 36 of their keys are in
 ``test_split_0`` (the release says their test list is the main one), so evaluating a model
 trained on them on ``test`` leaks test samples. The builder logs the overlap; it does not
-change the lists. Configs: ``default`` (short side 256) and ``raw`` (original frames, the JPEG
+change the lists. The main ``train``/``test`` lists are disjoint as released; a key in both is
+refused. Configs: ``default`` (short side 256) and ``raw`` (original frames, the JPEG
 files' own bytes).
 """
 
@@ -70,6 +71,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from aqa_jax.data.bad_input import check_split_overlap
 from aqa_jax.data.frames import decode_jpeg, encode_jpeg, resize_short_side
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 from aqa_jax.weights.safe_pickle import safe_load
@@ -461,6 +463,9 @@ Expected layout:
         inputs = self._inputs(root)
         files = self._split_files(root, inputs.ann_dir)
         keys = {split: load_key_list(path) for split, path in files.items()}
+        # the main split is disjoint and must stay so; the reduced training sets overlap test
+        # as released (logged below, lists unchanged)
+        check_split_overlap(self.name, {s: (files[s], keys[s]) for s in ("train", "test")})
         test = set(keys["test"])
         for split in keys:
             if split.startswith("train_"):

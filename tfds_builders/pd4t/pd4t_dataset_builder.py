@@ -42,6 +42,10 @@ integer score), ``patient`` (text), ``side`` (text), ``task`` (text, config name
 ``frames`` (JPEG bytes, short side ``short_side``) and ``num_frames`` (int32, the number of
 frames OpenCV actually decoded, which may differ from ``csv_num_frames``).
 
+A video that decodes more than 5% (at least 2 frames) short of its CSV ``num_frames`` or of
+its container's frame count is truncated: a :class:`BadSampleError`, not a short sample. An
+id listed in both train.csv and test.csv is refused (the official split is patient-level).
+
 A CSV row that does not parse (wrong column count, non-numeric count/score, a score outside
 0-4 or not an integer, a repeated id) is a :class:`BadSampleError` naming the CSV file and
 line; an unreadable or missing video, one naming the id and the file.
@@ -59,7 +63,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aqa_jax.data.bad_input import BadSampleError
+from aqa_jax.data.bad_input import BadSampleError, check_frame_count, check_split_overlap
 from aqa_jax.data.frames import encode_video_frames, iter_video
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 
@@ -260,13 +264,15 @@ class Builder(AQAVideoBuilder):
         task = self.builder_config.task
         ann = find_task_folder(found[0], task)
         videos = find_task_folder(found[1], task)
-        splits = {}
+        splits, ids = {}, {}
         for split in ("train", "test"):
             csv_path = ann / f"{split}.csv"
             if not csv_path.is_file():
                 raise FileNotFoundError(
                     f"pd4t/{task}: missing {csv_path}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            ids[split] = (csv_path, [f[0].strip() for _, f in read_csv(csv_path) if f and f[0].strip()])
             splits[split] = self._generate_examples(split, csv_path, videos)
+        check_split_overlap(f"pd4t/{task}", ids)  # the official split is patient-level
         return splits
 
     def _generate_examples(self, split: str, csv_path: Path, videos: Path):
@@ -307,6 +313,8 @@ class Builder(AQAVideoBuilder):
         path = resolve_video(row.video_id, index, videos)
         try:
             frames = encode_video_frames(iter_video(path), self.short_side)
+            check_frame_count(len(frames), path, row.csv_num_frames,
+                              expected_from="the CSV (num_frames)")
         except ValueError as err:  # FrameError names the file
             raise BadSampleError(row.video_id, f"unreadable video {path}: {err}",
                                  VIDEO_FIX) from None

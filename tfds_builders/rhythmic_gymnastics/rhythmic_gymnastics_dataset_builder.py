@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aqa_jax.data.bad_input import BadSampleError
+from aqa_jax.data.bad_input import BadSampleError, check_split_overlap
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 
 OFFICIAL_SCORE_DIVISOR = 25.0  # GDLT/CoFInAl normalize_score: label / 25 (method side)
@@ -196,8 +196,16 @@ class ClipFeatureBuilder(AQAVideoBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         root = self.find_root(self.manual_path(dl_manager))
         features = self.find_features_dir(root)
-        return {split: self._generate_examples(split, root / f"{split}.txt", features)
+        labels = {split: self.label_path(root, split) for split in ("train", "test")}
+        check_split_overlap(self.name, {  # a video in both label files would leak test samples
+            split: (path, [t[0] for _, t in self.read_label_file(path)[2] if t])
+            for split, path in labels.items()})
+        return {split: self._generate_examples(split, labels[split], features)
                 for split in ("train", "test")}
+
+    def label_path(self, root: Path, split: str) -> Path:
+        """The label file of ``split`` under the root."""
+        return root / f"{split}.txt"
 
     def _generate_examples(self, split: str, label_path: Path, features: Path):
         cfg = self.builder_config
