@@ -31,7 +31,8 @@ def test_cell_configs_load_with_the_official_recipe(method, dataset, tasks, init
             arg += f",pretrained=runs/{init}_{dataset}_{task}"
         c = load_config(f"{CONFIGS}/{method}.py:{arg}")
         assert c.method == method and c.data.name == dataset
-        assert c.init_from == ("kinetics400" if init == "dom_g" else f"runs/{init}_{dataset}_{task}")
+        official = "rgb_imagenet_hassony2" if method == "core" else "rgb_imagenet_piergiaj"
+        assert c.init_from == (official if init == "dom_g" else f"runs/{init}_{dataset}_{task}")
         assert tuple(c.model.adapter_blocks) == (tuple(MIXED_BLOCKS) if init == "pecop" else ())
         assert c.trainable == "full" and c.optimizer.name == "adam"
         if method == "core":  # CoRe: 1e-3 heads, backbone x0.1, frozen BN
@@ -42,8 +43,8 @@ def test_cell_configs_load_with_the_official_recipe(method, dataset, tasks, init
             assert c.optimizer.lr == 1e-4 and not c.optimizer.lr_factors
             assert c.bn_policy == "batch_stats"
         if dataset == "mtl_aqa":
-            assert (c.clips.layout, c.clips.num_frames, tuple(c.clips.clip_starts)) == (
-                "window", 103, CLIP_STARTS["core_10x16"])
+            starts = CLIP_STARTS["core_10x16" if method == "core" else "musdl_10x16"]  # MUSDL: last at 87
+            assert (c.clips.layout, c.clips.num_frames, tuple(c.clips.clip_starts)) == ("window", 103, starts)
         if dataset == "jigsaws":
             assert c.data.train_split == "train_fold0" and c.clips.num_frames == 160
     if (method, dataset) == ("musdl", "mtl_aqa"):

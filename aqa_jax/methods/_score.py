@@ -9,7 +9,24 @@
 
 ``config.clips`` (fields of :class:`aqa_jax.data.pipeline.FrameClipSampler`): ``layout``
 (``window`` for MTL-AQA's 103 frames ending at ``end_frame``, ``uniform`` for JIGSAWS' 160,
-``all``), ``num_frames``, ``clip_starts`` (official starts), ``preset``, ``max_shift``.
+``all``), ``num_frames``, ``clip_starts`` (official starts), ``preset``, ``max_shift``; and
+``backbone_batches`` (:data:`BACKBONE_BATCHES`, read by the methods that pass it to
+:func:`clip_features`: USDL/MUSDL): how the clips meet the backbone's BatchNorm in training.
+
+BatchNorm batches in the official code (what ``backbone_batches`` reproduces):
+
+- ``all_clips``: every clip of every video in one backbone batch, one BN batch and one
+  running-statistics update per step: MUSDL on JIGSAWS (``JIGSAWS/main.py`` concatenates the
+  ten clip positions), CoRe (``models/Backbone.py``, query and exemplar together) and TSA
+  (FineDiving ``models/Backbone.py``).
+- ``per_position``: one backbone call per clip position over the batch's videos, so ten BN
+  batches and ten sequential running-statistics updates per step: MUSDL/USDL on MTL-AQA
+  (``MTL-AQA/main.py`` calls the I3D once per clip position).
+
+The two differ only where BatchNorm normalises with batch statistics (training with
+``bn_policy='batch_stats'``); with running statistics (evaluation, ``bn_policy='frozen'``, the
+feature cache of :mod:`aqa_jax.train.feature_cache`) every clip is normalised alone and both
+give the same features, so :func:`clip_features` then runs all clips as one batch.
 """
 
 from __future__ import annotations
@@ -38,21 +55,68 @@ def build_backbone(config: Mapping[str, Any]) -> InceptionI3d:
                      dtype=compute_dtype(config))
 
 
+BACKBONE_BATCHES = ("all_clips", "per_position")
+
+
+def per_position_batches(config: Mapping[str, Any]) -> bool:
+    """Whether ``config.clips.backbone_batches`` asks for one backbone batch per clip position
+    (default ``all_clips``; see the module docstring)."""
+    value = config.get("clips", {}).get("backbone_batches", "all_clips")
+    if value not in BACKBONE_BATCHES:
+        raise ValueError(f"config.clips.backbone_batches={value!r}; use one of {BACKBONE_BATCHES}")
+    return value == "per_position"
+
+
+def _reduce(backbone: Any, out: Any, keep_maps: bool) -> tuple[jax.Array, jax.Array | None]:
+    """A backbone's output for ``(N, T, H, W, 3)`` → (features (N, C), maps (N, H', W', C))."""
+    if not hasattr(backbone, "final_endpoint"):  # a backbone returning one feature per clip (C3D)
+        return out, None
+    maps = out[backbone.final_endpoint]
+    return jnp.mean(maps, axis=(1, 2, 3)), (jnp.mean(maps, axis=1) if keep_maps else None)
+
+
+def _per_position_features(
+    backbone: InceptionI3d, clips: jax.Array, *, train: bool, keep_maps: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """:func:`clip_features` with one backbone call (one BN batch) per clip position, in
+    order 0, 1, ...: a ``nn.scan`` over positions whose BatchNorm running statistics are
+    carried from one position to the next (ten sequential updates for ten clips), the
+    parameters shared."""
+    lead, n_clips = clips.shape[:-5], clips.shape[-5]
+    flat = clips.reshape((-1, n_clips) + clips.shape[-4:])
+
+    def one_position(module, carry, x):
+        out = module(x, train=train, use_running_average=False)
+        return carry, _reduce(module, out, keep_maps)
+
+    scan = nn.scan(one_position, variable_broadcast="params", variable_carry="batch_stats",
+                   split_rngs={"params": False, "dropout": True}, in_axes=1, out_axes=1)
+    _, (features, maps) = scan(backbone, None, flat)
+    features = features.reshape(lead + features.shape[1:])
+    return features, (maps.reshape(lead + maps.shape[1:]) if keep_maps else None)
+
+
 def clip_features(
     backbone: InceptionI3d, clips: jax.Array, *, train: bool, use_running_average: bool | None,
-    keep_maps: bool = False, from_features: bool = False,
+    keep_maps: bool = False, from_features: bool = False, per_position: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
     """``(..., n_clips, T, H, W, 3)`` → features ``(..., n_clips, C)`` (and, with ``keep_maps``,
     the final maps averaged over time, ``(..., n_clips, H', W', C)``). A backbone without
     ``final_endpoint`` (the C3D) returns each clip's feature itself (its flattened pool5).
 
-    All clips of all videos go through the I3D as one batch, so BatchNorm statistics (when
-    they are used) are those of every clip together, as the official code's reshaping does.
+    By default all clips of all videos go through the backbone as one batch, so BatchNorm
+    statistics (when they are used) are those of every clip together, as MUSDL's JIGSAWS
+    code, CoRe and TSA do. ``per_position``: one backbone batch per clip position (MUSDL/USDL
+    on MTL-AQA), when BatchNorm uses batch statistics; with running statistics both are the
+    same and the clips run as one batch (see the module docstring).
     ``from_features``: ``clips`` already holds the features (the frozen-backbone fast path of
     :mod:`aqa_jax.train.feature_cache`) and is returned as is.
     """
     if from_features:
         return clips, None
+    batch_stats = (not use_running_average) if use_running_average is not None else train
+    if per_position and batch_stats and clips.ndim > 5 and not backbone.is_initializing():
+        return _per_position_features(backbone, clips, train=train, keep_maps=keep_maps)
     lead = clips.shape[:-4]
     flat = clips.reshape((-1,) + clips.shape[-4:])
     if not hasattr(backbone, "final_endpoint"):  # a backbone returning one feature per clip (C3D)
@@ -129,6 +193,7 @@ class ScoreMethod(Method):
             max_shift=c.get("max_shift", 0) if train else 0,
             label_keys=tuple(self.label_keys) + tuple(c.get("label_keys", ())),
             frame_step=float(c.get("frame_step", 1.0)),
+            score_norm=tuple(float(v) for v in c.get("score_norm", ())),
         )
 
     def summarize(self, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:

@@ -19,6 +19,11 @@ seven judge predictions and multiplies the sum of the middle three by the diffic
 judge), ``num_judges``, ``combine``, ``judge_weights`` (optional, for ``sum``). The official settings: MTL-AQA USDL 101 bins over
 0-104.5, sigma 5; MUSDL 7 judges x 21 bins over 0-10, sigma 5; JIGSAWS USDL 25 bins over
 6-30, sigma 1; MUSDL 6 x 5 bins over 1-5, sigma 1.
+
+BatchNorm batches (``config.clips.backbone_batches``, :mod:`aqa_jax.methods._score`): the
+official MTL-AQA code runs the I3D once per clip position (``per_position``: ten BN batches
+and ten running-statistics updates per step), its JIGSAWS code all clips as one batch
+(``all_clips``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features
+from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features, per_position_batches
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.precision import compute_dtype
 
@@ -72,13 +77,15 @@ class DistributionNetwork(nn.Module):
     hidden: tuple[int, ...] = (256, 128)
     from_features: bool = False
     dtype: Any = jnp.float32  # the MLPs' hidden layers (config.compute_dtype)
+    per_position: bool = False  # one backbone (BN) batch per clip position (config.clips.backbone_batches)
 
     @nn.compact
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
                  use_running_average: bool | None = None) -> dict[str, jax.Array]:
         features, _ = clip_features(self.backbone, batch["clip"], train=train,
                                     use_running_average=use_running_average,
-                                    from_features=self.from_features)
+                                    from_features=self.from_features,
+                                    per_position=self.per_position)
         pooled = features.mean(axis=-2)
         heads = [MLP((*self.hidden, self.num_bins), self.dtype, name=f"head_{j}")(pooled)
                  for j in range(self.num_heads)]
@@ -108,7 +115,8 @@ class Method(ScoreMethod):
         u = self.config.usdl
         return DistributionNetwork(build_backbone(self.config), self.num_heads, int(u.num_bins),
                                    tuple(u.get("hidden", (256, 128))),
-                                   dtype=compute_dtype(self.config))
+                                   dtype=compute_dtype(self.config),
+                                   per_position=per_position_batches(self.config))
 
     def _targets(self, batch) -> jax.Array:
         u = self.config.usdl
