@@ -74,18 +74,18 @@ def _official_labels(delta, groups):
     return int(np.argmax(cls)), reg
 
 
-def test_leaf_targets_follow_group_helper_produce_label():
+def test_pair_labels_follow_group_helper_produce_label():
     bounds = np.array([0.0, 0.5, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 30.0])  # one empty group
     groups = _official_groups(bounds)
-    deltas = [0.0, 0.2, 0.5, 0.99, 1.0, 2.5, 29.9, 30.0, 45.0, -0.0001, -0.5, -1.0, -7.5, -30.0, -31.0]
-    leaf, position, inside = jax.device_get(core.leaf_targets(jnp.asarray(deltas, jnp.float32),
-                                                              jnp.asarray(bounds, jnp.float32)))
+    deltas = np.array([0.0, 0.2, 0.5, 0.99, 1.0, 2.5, 29.9, 30.0, 45.0, -0.0001, -0.5, -1.0, -7.5,
+                       -30.0, -31.0], np.float32)
+    leaf, position, inside = core.pair_labels(deltas, bounds)
     for k, d in enumerate(deltas):
-        expected_leaf, reg = _official_labels(d, groups)
+        expected_leaf, reg = _official_labels(float(d), groups)
         assert leaf[k] == expected_leaf, d
         assert bool(inside[k]) == (max(reg) >= 0), d
         if inside[k]:
-            assert position[k] == pytest.approx(reg[expected_leaf], abs=1e-5), d
+            assert position[k] == np.float32(reg[expected_leaf]), d
 
 
 def test_decode_leaves_hand_case():
@@ -131,8 +131,12 @@ def test_loss_is_nll_plus_per_leaf_masked_mse_in_both_orderings():
     reg = rng.uniform(size=(3, 1, 2, 16)).astype(np.float32)
     s_query = np.array([1.2, 3.0, 0.1], np.float32)
     s_exemplar = np.array([[0.4], [3.2], [1.1]], np.float32)
+    deltas = np.stack([s_query[:, None] - s_exemplar, s_exemplar - s_query[:, None]], -1)  # (3, 1, 2)
+    leaf, position, inside = core.pair_labels(deltas, _config().core.group_bounds)
+    batch = {"score": jnp.asarray(s_query), "pair_leaf": jnp.asarray(leaf),
+             "pair_position": jnp.asarray(position), "pair_inside": jnp.asarray(inside)}
     loss, _ = method.loss({"leaf_logp": jnp.asarray(logp), "leaf_reg": jnp.asarray(reg),
-                           "s_exemplar": jnp.asarray(s_exemplar)}, {"score": jnp.asarray(s_query)})
+                           "s_exemplar": jnp.asarray(s_exemplar)}, batch)
     groups = _official_groups(list(_config().core.group_bounds))
     expected = 0.0
     for order in range(2):  # 0: reference exemplar, target s_q - s_e; 1: the other way
@@ -157,7 +161,189 @@ def test_exemplar_pool_groups_excludes_the_query_and_fixes_test_exemplars():
     assert pool.candidates(query) == [0, 2, 6, 8]
     rng = np.random.default_rng(0)
     assert {pool.draw(query, rng)[0] for _ in range(50)} == {0, 2, 6, 8}
-    fixed = pool.fixed(query, 6)
-    assert fixed == pool.fixed(query, 6) and set(fixed) == {0, 2, 6, 8}  # cycled, deterministic
+    fixed = pool.fixed(query, 6)  # a group of 4 < 6: those 4, each once (MTLPair [:voter_number])
+    assert fixed == pool.fixed(query, 6) and sorted(fixed) == [0, 2, 6, 8]
+    assert len(pool.fixed(query, 3)) == 3 and set(pool.fixed(query, 3)) <= {0, 2, 6, 8}
     unseen = {"id": "t0", "score": 1.0, "difficulty": 3.5}  # no training sample with DD 3.5
     assert len(pool.candidates(unseen)) == 9
+
+
+def test_a_training_sample_alone_in_its_group_is_paired_with_itself():
+    # MTLPair.py: file_list = group.copy(); if len(file_list) > 1: pop(self); randint over the rest
+    source = [{"id": "a", "score": 50.0, "difficulty": 1.5},
+              {"id": "b", "score": 60.0, "difficulty": 3.0}, {"id": "c", "score": 70.0, "difficulty": 3.0}]
+    pool = ExemplarPool(source, "difficulty")
+    rng = np.random.default_rng(0)
+    assert pool.candidates(source[0]) == [0] and pool.draw(source[0], rng) == [0]
+    assert pool.candidates(source[1]) == [2]
+    test_query = {"id": "t", "score": 55.0, "difficulty": 1.5}  # test: the group's one exemplar, once
+    assert pool.fixed(test_query, 10) == [0]
+
+
+class _Records:
+    """A clip sampler of records whose ``clip`` already holds features (the feature cache)."""
+
+    def __call__(self, record, rng):
+        return {k: record[k] for k in ("id", "clip", "score", "difficulty")}
+
+
+def _feature_config(**core_fields):
+    from aqa_jax.config_args import load_config
+
+    c = load_config(f"{REPO}/configs/core.py:dataset=synthetic_aqa,debug")
+    c.core.update(hidden=8, **core_fields)
+    return c
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_a_singleton_group_trains_one_step():
+    """Pair sampler + one jitted training step on cached features, where one training sample
+    (DD 1.5) is alone in its group: it is its own exemplar (Δ = 0: first positive leaf)."""
+    c = _feature_config(use_dd=True, exemplar_key="difficulty", score_range=30.0, num_exemplars=3)
+    rng = np.random.default_rng(0)
+    dds = [1.5, 3.0, 3.0, 3.0, 3.2, 3.2]
+    source = [{"id": f"s{i}", "clip": rng.normal(size=(2, 1024)).astype(np.float32),
+               "score": np.float32(rng.uniform(30, 90)), "difficulty": np.float32(dd)}
+              for i, dd in enumerate(dds)]
+    method = core.Method(c)
+    method.feature_mode = True
+    method.prepare(source)
+    sampler = method.sampler(True)
+    assert isinstance(sampler, core.CoRePairSampler)
+    examples = [sampler(source[i], rng) for i in (0, 1)]
+    single = examples[0]
+    assert single["exemplar_score"][0] == source[0]["score"] and single["exemplar_mask"].tolist() == [1.0]
+    assert single["pair_leaf"].tolist() == [[8, 8]] and single["pair_position"].tolist() == [[0.0, 0.0]]
+    batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0] if k != "id"}
+    model = method.build_model().clone(from_features=True)
+    variables = model.init(jax.random.key(0), batch, train=True)
+
+    def loss_fn(params):
+        out = model.apply({**variables, "params": params}, batch, train=True)
+        return method.loss(out, batch)[0]
+
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
+    assert np.isfinite(float(loss)) and float(loss) > 0
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+    assert float(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))) > 0
+
+
+def test_test_group_smaller_than_m_averages_over_its_exemplars_only():
+    """A test query of DD 3.2 (2 training exemplars, M = 3): two exemplars, mask [1, 1, 0],
+    the prediction their mean (helper.py: score / len(video_2_list))."""
+    c = _feature_config(use_dd=True, exemplar_key="difficulty", score_range=30.0, num_exemplars=3)
+    rng = np.random.default_rng(1)
+    dds = [1.5, 3.0, 3.0, 3.0, 3.2, 3.2]
+    source = [{"id": f"s{i}", "clip": rng.normal(size=(2, 1024)).astype(np.float32),
+               "score": np.float32(rng.uniform(30, 90)), "difficulty": np.float32(dd)}
+              for i, dd in enumerate(dds)]
+    method = core.Method(c)
+    method.feature_mode = True
+    method.prepare(source)
+    query = {"id": "t0", "clip": rng.normal(size=(2, 1024)).astype(np.float32), "score": np.float32(60.0),
+             "difficulty": np.float32(3.2)}
+    example = method.sampler(False)(query, None)
+    assert example["exemplar_mask"].tolist() == [1.0, 1.0, 0.0]
+    assert sorted(example["exemplar_score"][:2].tolist()) == sorted([source[4]["score"], source[5]["score"]])
+    # the network sees the official float32 labels: float32(score / DD) of the float64 annotations
+    for k in range(2):
+        s, d = example["exemplar_score"][k], example["exemplar_difficulty"][k]
+        assert example["exemplar_relative"][k] == np.float32(float(str(s)) / float(str(d)))
+    # prediction: the per-exemplar scores (decode_leaves, fixed outputs) averaged over the real two
+    logp = np.log(np.full((1, 3, 1, 16), 1 / 32, np.float32))
+    logp[0, :, 0, 9] = np.log(0.5)  # leaf 9 = [b1, b2)
+    reg = np.full((1, 3, 1, 16), 0.5, np.float32)
+    batch = {k: jnp.asarray(np.asarray(v)[None]) for k, v in example.items() if k != "id"}
+    out = {"leaf_logp": jnp.asarray(logp), "leaf_reg": jnp.asarray(reg),
+           "s_exemplar": jnp.asarray(example["exemplar_relative"][None])}
+    pred = jax.device_get(method.predict(out, batch))
+    left, right = _official_groups(c.core.group_bounds)[9]  # Group_helper.inference
+    delta = left + 0.5 if left == right else left + (right - left) * 0.5
+    per_exemplar = [(delta + example["exemplar_relative"][k]) * 3.2 for k in range(2)]
+    assert float(pred["score_pred"][0]) == pytest.approx(np.mean(per_exemplar), rel=1e-5)
+    assert float(pred["exemplar_spread"][0]) == pytest.approx(np.std(per_exemplar), rel=1e-4, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- real annotations
+
+
+def _produce_label_float64(scores, groups):
+    """Group_helper.produce_label transcribed for numpy 1.x (CoRe's era): each numpy float32
+    score is compared with the Python-float edges in float64; returns (argmax leaf, rlabel)."""
+    glabel, rlabel = [], []
+    for left, right in groups:
+        leaf_cls, leaf_reg = [], []
+        for score in scores:
+            x = float(score)  # np.float32 vs Python float promotes to float64 in numpy 1.x
+            if x >= 0 and (x < right and x >= left):
+                leaf_cls.append(1)
+            elif x < 0 and (x <= right and x > left):
+                leaf_cls.append(1)
+            else:
+                leaf_cls.append(0)
+            if leaf_cls[-1] == 1:
+                leaf_reg.append(x - left if right == left else (x - left) / (right - left))
+            else:
+                leaf_reg.append(-1)
+        glabel.append(leaf_cls)
+        rlabel.append(leaf_reg)
+    glabel, rlabel = np.array(glabel), np.array(rlabel, np.float64)
+    return glabel.argmax(0), rlabel.astype(np.float32)  # runner: argmax(0); mse(... .float())
+
+
+def test_leaf_labels_of_every_same_dd_training_ordering_match_the_official_rule(real_annotations):
+    """All 135,124 ordered same-DD pairs of MTL-AQA's training split: our bounds (prepare() on
+    float32-stored records) and host labels equal MTLPair.delta + Group_helper.build +
+    produce_label on the annotations' Python floats with the runner's ``.float()`` labels."""
+    labels = safe_load(real_annotations / "mtl_aqa" / "final_annotations_dict.pkl")
+    train = safe_load(real_annotations / "mtl_aqa" / "train_split_0.pkl")
+    # --- the official code
+    by_dd = defaultdict(list)
+    for key in train:
+        by_dd[labels[key]["difficulty"]].append(key)
+    delta = []  # MTLPair.delta(), usingDD, not dive_number_choosing
+    for file_list in by_dd.values():
+        for i in range(len(file_list)):
+            for j in range(i + 1, len(file_list)):
+                a, b = labels[file_list[i]], labels[file_list[j]]
+                delta.append(abs(a["final_score"] / a["difficulty"] - b["final_score"] / b["difficulty"]))
+    ordered = sorted(delta)  # Group_helper.build, symmetrical, Min 0, Max 30, depth 5
+    edges = [0] + [ordered[int((i / 8) * (len(ordered) - 1))] for i in range(1, 8)] + [30]
+    groups = _official_groups(edges)
+    completeness = {k: np.float32(labels[k]["final_score"] / labels[k]["difficulty"]) for k in train}  # .float()
+    pairs = [(x, y) for file_list in by_dd.values() for x in file_list for y in file_list if x != y]
+    official_delta = np.array([completeness[y] - completeness[x] for x, y in pairs], np.float32)  # label_2 - label_1
+    unique, where = np.unique(official_delta, return_inverse=True)
+    official_leaf, official_reg = _produce_label_float64(unique, groups)
+    official_leaf, official_reg = official_leaf[where], official_reg[:, where]
+
+    # --- ours, from records as the builder stores them (float32 score and difficulty)
+    records = [{"id": f"{k[0]:02d}_{k[1]:02d}", "score": np.float32(labels[k]["final_score"]),
+                "difficulty": np.float32(labels[k]["difficulty"])} for k in train]
+    c = _config(use_dd=True, exemplar_key="difficulty", score_range=30.0, group_bounds=[])
+    c.clips = {}
+    method = core.Method(c)
+    method.prepare(records)
+    assert c.core.group_bounds == [float(e) for e in edges]  # float64 edges, bit for bit
+    sampler = core.CoRePairSampler(None, method.pool, bounds=tuple(c.core.group_bounds), use_dd=True)
+    ours = {r["id"]: sampler._label(r["score"], r["difficulty"]) for r in records}
+    name = {k: f"{k[0]:02d}_{k[1]:02d}" for k in train}
+    our_delta = np.array([ours[name[y]] - ours[name[x]] for x, y in pairs], np.float32)
+    np.testing.assert_array_equal(our_delta, official_delta)
+    leaf, position, inside = core.pair_labels(our_delta, c.core.group_bounds)
+    assert len(pairs) == 135124 and inside.all()
+    assert int(np.sum(leaf != official_leaf)) == 0
+    np.testing.assert_array_equal(position, official_reg[official_leaf, np.arange(len(pairs))])
+
+
+def test_annotation_value_recovers_every_mtl_aqa_and_fine_diving_annotation(real_annotations):
+    from aqa_jax.data.exemplars import annotation_value
+
+    labels = safe_load(real_annotations / "mtl_aqa" / "final_annotations_dict.pkl")
+    values = [v[f] for v in labels.values() for f in ("final_score", "difficulty")]
+    fine = safe_load(real_annotations / "fine_diving" / "fine-grained_annotation_aqa.pkl")
+    values += [float(v[i]) for v in fine.values() for i in (1, 2)]
+    assert len(values) > 8000
+    assert all(annotation_value(np.float32(v)) == v for v in values)

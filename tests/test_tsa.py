@@ -103,6 +103,31 @@ def test_pair_sampler_stacks_the_exemplars_transitions():
     assert train["exemplar_transitions"].shape == (1, 2) and train["exemplar_score"][0] != 1
 
 
+def test_pair_sampler_pairs_a_lone_dive_number_with_itself_and_masks_small_test_groups():
+    # FineDiving_Pair.py: "if len(file_list) > 1: pop(self)"; test: train_file_list[:voter_number]
+    source = [_record("v0", 40, score=10.0, group="a"), _record("v1", 40, score=20.0, group="b"),
+              _record("v2", 40, score=30.0, group="b")]
+    pool = ExemplarPool(source, "action_type")
+    clips = tsa.TSAClipSampler(layout="uniform", num_frames=32, clip_starts=(0, 16), preset="deepmind_32",
+                               num_pseudo_frames=32)
+    pairs = PairSampler(clips, pool, num_exemplars=3)
+    train = pairs(source[0], np.random.default_rng(0))  # alone in dive number "a": itself
+    assert train["exemplar_score"].tolist() == [10.0] and train["exemplar_mask"].tolist() == [1.0]
+    query = _record("t0", 40, score=25.0, group="b")
+    test = pairs(query, None)  # 2 training exemplars for M = 3: both, once, then masked padding
+    assert test["exemplar_clip"].shape[0] == 3 and test["exemplar_mask"].tolist() == [1.0, 1.0, 0.0]
+    assert sorted(test["exemplar_score"][:2].tolist()) == [20.0, 30.0]
+    method = get_method("tsa")(load_config(f"{REPO}/configs/tsa.py:dataset=synthetic_aqa,debug"))
+    outputs = {"delta": jnp.array([[1.0, -2.0, 100.0]]), "s_exemplar": jnp.asarray(test["exemplar_score"][None]),
+               "transitions_pred": jnp.zeros((1, 4, 2), jnp.int32)}
+    batch = {"score": np.array([25.0], np.float32), "transitions": np.array([[10, 20]]),
+             "exemplar_mask": test["exemplar_mask"][None]}
+    pred = jax.device_get(method.predict(outputs, batch))
+    per_exemplar = [1.0 + test["exemplar_score"][0], -2.0 + test["exemplar_score"][1]]  # helper.py: / len(list)
+    assert float(pred["score_pred"][0]) == pytest.approx(np.mean(per_exemplar))
+    assert float(pred["exemplar_spread"][0]) == pytest.approx(np.std(per_exemplar))
+
+
 # --------------------------------------------------------------------------- step pooling
 
 

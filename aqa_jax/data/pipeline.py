@@ -69,6 +69,21 @@ class VSPPSampler:
         }
 
 
+def annotation_value(value: Any) -> float:
+    """The float64 annotation a float32-stored number was made from: the shortest decimal that
+    rounds to that float32 (numpy's ``str``), read as float64. Exact for annotations with at
+    most 7 significant digits, e.g. every MTL-AQA and FineDiving score and difficulty
+    (``tests/test_core.py`` checks all of them)."""
+    return float(str(np.float32(value)))
+
+
+def normalized_score(score: Any, score_norm: Sequence[float]) -> float:
+    """CoRe's ``utils/misc.normalize`` in float64: ``((s - lo) / (hi - lo)) * upper`` of the
+    recovered annotation ``s`` (:func:`annotation_value`), ``score_norm = (lo, hi, upper)``."""
+    lo, hi, upper = (float(v) for v in score_norm)
+    return ((annotation_value(score) - lo) / (hi - lo)) * upper
+
+
 @dataclasses.dataclass(frozen=True)
 class FrameClipSampler:
     """Score-regression example: frames chosen by a layout, cut into 16-frame clips.
@@ -78,7 +93,8 @@ class FrameClipSampler:
         numbers when the record is a trimmed instance with ``start_frame``/``end_frame``, as
         TSA samples FineDiving), ``window`` (the
         ``num_frames`` ending at ``record[end_key]``, shifted by U{-max_shift..max_shift} in
-        training), or ``all`` (every stored frame).
+        training), ``first`` (the first ``num_frames``: AQA-7's ``img_00001`` … ``img_00103``,
+        ``SevenPair.py``), or ``all`` (every stored frame).
       num_frames: frames per example (103 CoRe/MUSDL on MTL-AQA, 96 TSA, 160 JIGSAWS).
       clip_starts: official starts (a key of ``sampling.CLIP_STARTS`` or offsets); ``None``
         returns the frames as one clip.
@@ -87,6 +103,9 @@ class FrameClipSampler:
         floor each position: MSCADC's 16 frames at 6.5 over MTL-AQA's 103 are
         ``floor(6.5 k)``); 1 keeps them all.
       label_keys: record fields copied into the example (e.g. ``judge_scores``).
+      score_norm: ``(lo, hi, upper)``: the example's ``score`` is the record's normalised by
+        :func:`normalized_score` (CoRe's per-class AQA-7 normalisation to [0, 100]), rounded to
+        float32, and ``raw_score`` keeps the stored one; empty: the stored score.
     """
 
     layout: str = "uniform"
@@ -98,6 +117,7 @@ class FrameClipSampler:
     end_key: str = "end_frame"
     label_keys: tuple[str, ...] = ()
     frame_step: float = 1.0
+    score_norm: tuple[float, ...] = ()
 
     def frame_indices(self, record: Record, rng: np.random.Generator | None) -> np.ndarray:
         idx = self._layout_indices(record, rng)
@@ -119,7 +139,12 @@ class FrameClipSampler:
                                     num_frames=total)
         if self.layout == "all":
             return np.arange(total)
-        raise ValueError(f"unknown frame layout {self.layout!r}: use uniform, window or all")
+        if self.layout == "first":
+            if total < self.num_frames:
+                raise ValueError(f"sample {_text(record['id'])} has {total} frames; layout 'first' "
+                                 f"reads the first {self.num_frames}: rebuild it with all its frames")
+            return np.arange(self.num_frames)
+        raise ValueError(f"unknown frame layout {self.layout!r}: use uniform, window, first or all")
 
     def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
         return self.example(record, self.frame_indices(record, rng), rng)
@@ -132,6 +157,9 @@ class FrameClipSampler:
         if self.clip_starts is not None:
             clip = clip[split_clips(np.arange(len(idx)), self.clip_starts, self.clip_len)]
         example = {"id": sample, "clip": clip, "score": np.float32(record["score"])}
+        if self.score_norm:
+            example["raw_score"] = example["score"]
+            example["score"] = np.float32(normalized_score(record["score"], self.score_norm))
         for key in self.label_keys:
             example[key] = np.asarray(record[key])
         return example

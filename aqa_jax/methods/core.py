@@ -15,13 +15,32 @@ feeds a regression tree that predicts ``s_other - s_ref``:
   gets class 0 and no regression target, as ``glabel.argmax(0)`` does. The boundaries are
   computed from the training split in :meth:`Method.prepare` and stored in the run's config
   (``core.group_bounds``), which every checkpoint saves;
+- **label precision** (computed on the host, :func:`pair_labels`): the official edges are
+  float64 (``MTLPair.delta()`` on the annotations' Python floats: score/DD, or AQA-7's
+  per-class normalisation ``misc.normalize``); the labels the runner feeds
+  ``produce_label`` are **float32** (``data['completeness'].float()``), so Δ = label_2 -
+  label_1 is a float32 difference, and ``produce_label`` compares that numpy float32 with
+  the float64 edges in float64 (numpy 1.x promotion of a float32 scalar against a Python
+  float) and computes the position in float64. We do the same: annotations recovered in
+  float64 from the stored float32 (:func:`~aqa_jax.data.exemplars.annotation_value`), labels
+  rounded to float32 (``relative`` / ``exemplar_relative``, also the network's ``s / theta``
+  input), Δ in float32, leaf and position in float64 against the float64 edges. Casting the
+  edges to float32 moves 4.4 % of the same-DD MTL-AQA training-pair orderings into another
+  leaf (e.g. Δ = 3.0 against the official edge 3.0000000000000036); a float64 Δ would move
+  6.2 %;
 - **loss** (``tools/helper.py``): for both orderings of a (query a, exemplar b) pair,
   ``[f_a, f_b, s_a]`` → ``s_b - s_a`` and ``[f_b, f_a, s_b]`` → ``s_a - s_b``: NLL of the true
   leaf plus, per leaf, the MSE of its output against the position ``(Δ - l) / (r - l)``
   averaged over the samples in that leaf, summed over leaves; no weights;
 - **inference**: ``[f_exemplar, f_query, s_exemplar]``, argmax leaf, ``Δ = l + (r - l) * reg``,
   score = Δ + s_exemplar (x the query's difficulty with DD), averaged over M = 10 exemplars
-  of the same difficulty (MTL-AQA) or class.
+  of the same difficulty (MTL-AQA) or class; a group with fewer members gives all of them
+  and the mean is over those (``exemplar_mask``, :mod:`aqa_jax.data.exemplars`). A training
+  sample alone in its group is its own exemplar (``MTLPair.py``).
+
+AQA-7 (``SevenPair.py``): ``clips.score_norm = (lo, hi, 100)`` normalises each class's scores
+to [0, 100] (``misc.normalize``, float64) before the float32 labels; scores, predictions
+and L2 are then in those units (SRCC and R-ℓ2 are unchanged by the affine map).
 
 ``config.core``: ``depth`` (5), ``hidden`` (256), ``score_range`` (theta: 30 with DD, 100
 without), ``use_dd``, ``exemplar_key`` (``difficulty`` | ``action_type`` | ""),
@@ -30,14 +49,16 @@ without), ``use_dd``, ``exemplar_key`` (``difficulty`` | ``action_type`` | ""),
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aqa_jax.data.exemplars import ExemplarPool, PairSampler
+from aqa_jax.data.exemplars import ExemplarPool, PairSampler, annotation_value, masked_mean_std
+from aqa_jax.data.pipeline import Record, normalized_score
 from aqa_jax.methods._score import ScoreMethod, build_backbone, clip_features
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import torch_uniform_init
@@ -69,25 +90,40 @@ def pair_deltas(scores: np.ndarray, groups: list[Any] | None = None) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def leaf_targets(delta: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(leaf index, position in the leaf, inside-some-leaf mask) of each Δ (see module doc)."""
-    half = bounds.shape[0] - 1
-    a = jnp.abs(delta)
-    i = jnp.sum(a[..., None] >= bounds[1:half], axis=-1)  # b_i <= |Δ| < b_{i+1}
-    inside = a < bounds[half]
-    leaf = jnp.where(delta >= 0, half + i, half - 1 - i)
-    left, right = leaf_edges(bounds)
-    l, r = left[leaf], right[leaf]
-    width = r - l
-    position = jnp.where(width > 0, (delta - l) / jnp.where(width > 0, width, 1.0), delta - l)
-    return jnp.where(inside, leaf, 0), position, inside
-
-
 def leaf_edges(bounds: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Left and right edge of every leaf: negative mirror groups first, then the positive."""
     pos_left, pos_right = bounds[:-1], bounds[1:]
     return (jnp.concatenate([-pos_right[::-1], pos_left]),
             jnp.concatenate([-pos_left[::-1], pos_right]))
+
+
+def pair_labels(delta: np.ndarray, bounds: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Group_helper.produce_label`` on the host, for float32 Δ (any shape): (leaf int32,
+    position float32, inside float32). Each Δ is compared in float64 with the float64 edges
+    (see module doc); a Δ in no leaf gets leaf 0 and position -1."""
+    d = np.asarray(delta, np.float32).astype(np.float64)
+    b = np.asarray(bounds, np.float64)
+    half = len(b) - 1
+    a = np.abs(d)
+    inside = a < b[half]
+    i = np.sum(a[..., None] >= b[1:half], axis=-1)  # b_i <= |Δ| < b_{i+1}
+    leaf = np.where(d >= 0, half + i, half - 1 - i)
+    left = np.concatenate([-b[1:][::-1], b[:-1]])
+    right = np.concatenate([-b[:-1][::-1], b[1:]])
+    l, r = left[leaf], right[leaf]
+    position = np.where(r != l, (d - l) / np.where(r != l, r - l, 1.0), d - l)
+    return (np.where(inside, leaf, 0).astype(np.int32), np.where(inside, position, -1.0).astype(np.float32),
+            inside.astype(np.float32))
+
+
+def label64(score: Any, difficulty: Any = None, score_norm: Sequence[float] = ()) -> float:
+    """The official float64 label of a stored (float32) record: score / DD with DD, the
+    class-normalised score with ``score_norm`` (AQA-7), else the score."""
+    if difficulty is not None:
+        return annotation_value(score) / annotation_value(difficulty)
+    if score_norm:
+        return normalized_score(score, score_norm)
+    return annotation_value(score)
 
 
 def decode_leaves(leaf_logp: jax.Array, leaf_reg: jax.Array, bounds: jax.Array) -> jax.Array:
@@ -100,9 +136,43 @@ def decode_leaves(leaf_logp: jax.Array, leaf_reg: jax.Array, bounds: jax.Array) 
 
 
 def relative_score(batch: Mapping[str, jax.Array], use_dd: bool, prefix: str = "") -> jax.Array:
-    """The regressed label: the score, or the "completeness" score / difficulty with DD."""
+    """The regressed label: the score, or the "completeness" score / difficulty with DD; the
+    host's float32 rounding of the float64 label (``relative``, :class:`CoRePairSampler`)
+    when the batch has it."""
+    if f"{prefix}relative" in batch:
+        return batch[f"{prefix}relative"].astype(jnp.float32)
     score = batch[f"{prefix}score"].astype(jnp.float32)
     return score / batch[f"{prefix}difficulty"] if use_dd else score
+
+
+@dataclasses.dataclass(frozen=True)
+class CoRePairSampler(PairSampler):
+    """:class:`PairSampler` plus CoRe's float labels computed on the host (module doc):
+    ``relative`` (float32 label of the query), ``exemplar_relative`` (M,), and in training the
+    leaf targets of both orderings, ``pair_leaf`` / ``pair_position`` / ``pair_inside``
+    (M, 2): ordering 0 has the exemplar as reference (Δ = label_q - label_e), ordering 1 the
+    query (Δ = label_e - label_q)."""
+
+    bounds: tuple[float, ...] = ()
+    use_dd: bool = False
+
+    def _label(self, score: Any, difficulty: Any) -> np.float32:
+        if self.use_dd:
+            return np.float32(annotation_value(score) / annotation_value(difficulty))
+        return np.float32(score)  # the stored / normalised float32: the official .float()
+
+    def __call__(self, record: Record, rng: np.random.Generator | None) -> dict[str, Any]:
+        example, _ = self.pair(record, rng)
+        dd = example.get("difficulty")
+        example["relative"] = self._label(example["score"], dd)
+        example["exemplar_relative"] = np.array(
+            [self._label(s, example["exemplar_difficulty"][k] if self.use_dd else None)
+             for k, s in enumerate(example["exemplar_score"])], np.float32)
+        if rng is not None:
+            q, e = example["relative"], example["exemplar_relative"]
+            delta = np.stack([np.float32(q) - e, e - np.float32(q)], axis=-1)  # float32
+            example["pair_leaf"], example["pair_position"], example["pair_inside"] = pair_labels(delta, self.bounds)
+        return example
 
 
 class RegressionTree(nn.Module):
@@ -190,12 +260,19 @@ class Method(ScoreMethod):
         c = self.config.core
         self.pool = ExemplarPool(train_source, c.get("exemplar_key") or None, self.label_keys)
         if not list(c.get("group_bounds", [])):
-            scores = np.array([float(s) for s in self.pool.labels["score"]])
+            norm = tuple(self.config.clips.get("score_norm", ()))
+            records = [train_source[i] for i in range(len(train_source))]
+            # records cached after the clip sampler hold the normalised score and raw_score
+            raw = [r["raw_score"] if "raw_score" in r else r["score"] for r in records]
             groups = None
             if self.use_dd:
-                difficulty = np.array([float(d) for d in self.pool.labels["difficulty"]])
-                scores, groups = scores / difficulty, [round(float(d), 6) for d in difficulty]
-            bounds = group_bounds(pair_deltas(scores, groups), 2 ** (c.depth - 1), c.score_range)
+                labels = [label64(s, d) for s, d in zip(raw, self.pool.labels["difficulty"])]
+                groups = self.pool.groups if self.pool.group_key == "difficulty" else \
+                    [round(float(d), 6) for d in self.pool.labels["difficulty"]]
+            else:
+                labels = [label64(s, score_norm=norm) for s in raw]
+            bounds = group_bounds(pair_deltas(np.array(labels, np.float64), groups),
+                                  2 ** (c.depth - 1), c.score_range)
             c.group_bounds = [float(b) for b in bounds]
 
     def bounds(self) -> jax.Array:
@@ -209,15 +286,15 @@ class Method(ScoreMethod):
     def sampler(self, train: bool) -> PairSampler:
         if self.pool is None:
             raise RuntimeError("call Method.prepare(train_source) before asking for samplers")
-        return PairSampler(self.clip_sampler(train), self.pool, int(self.config.core.num_exemplars))
+        c = self.config.core
+        return CoRePairSampler(self.clip_sampler(train), self.pool, int(c.num_exemplars),
+                               bounds=tuple(float(b) for b in c.group_bounds), use_dd=self.use_dd)
 
     def loss(self, outputs, batch):
-        bounds = self.bounds()
-        s_exemplar = outputs["s_exemplar"]
-        s_query = relative_score(batch, self.use_dd)[:, None]
-        # ordering 0: reference = exemplar (target s_q - s_e); 1: reference = query.
-        deltas = jnp.stack([s_query - s_exemplar, s_exemplar - s_query], axis=2)
-        leaf, position, inside = leaf_targets(deltas, bounds)
+        # ordering 0: reference = exemplar (target s_q - s_e); 1: reference = query. Leaf
+        # targets from the host (CoRePairSampler: float64 comparisons, module doc).
+        leaf, position = batch["pair_leaf"], batch["pair_position"]
+        inside = batch["pair_inside"] > 0
         logp, reg = outputs["leaf_logp"], outputs["leaf_reg"]
         nll = -jnp.take_along_axis(logp, leaf[..., None], axis=-1)[..., 0]
         nll = nll.reshape(-1, 2).mean(0).sum()
@@ -233,8 +310,9 @@ class Method(ScoreMethod):
         delta = decode_leaves(outputs["leaf_logp"][:, :, 0], outputs["leaf_reg"][:, :, 0], self.bounds())
         relative = delta + outputs["s_exemplar"]  # (B, M)
         scores = relative * batch["difficulty"][:, None] if self.use_dd else relative
-        return {"score_pred": scores.mean(1), "score_true": batch["score"],
-                "exemplar_spread": scores.std(1)}
+        mask = batch["exemplar_mask"] if "exemplar_mask" in batch else jnp.ones_like(scores)
+        mean, spread = masked_mean_std(scores, mask)  # over the exemplars that exist
+        return {"score_pred": mean, "score_true": batch["score"], "exemplar_spread": spread}
 
     def per_sample(self, predictions):
         return {k: np.asarray(predictions[k]) for k in ("score_pred", "score_true", "exemplar_spread")}

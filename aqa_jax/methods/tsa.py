@@ -27,7 +27,9 @@ frames at 0, 10, ..., 80 of the 96 sampled frames; each clip's Mixed_5c averaged
 - **fine-grained contrastive regression** (``models/MLP.py``): MLP 64→256→64→1 per token,
   mean over the 15 tokens = Δ. Loss: ``MSE(Δ12, s1 - s2) + MSE(Δ21, s2 - s1) + BCE(p, y)``
   with y one-hot at (t1, 0) and (t2, 1), on raw dive scores; prediction
-  ``mean_m (Δ(query, exemplar_m) + s_m)`` over M = 10 exemplars of the same dive number;
+  ``mean_m (Δ(query, exemplar_m) + s_m)`` over M = 10 exemplars of the same dive number (a
+  dive number with fewer training samples gives all of them, the mean over those; a training
+  query alone in its group is its own exemplar: :mod:`aqa_jax.data.exemplars`);
 - **segmentation metric**: the 1-D IoU of ``[t1, t2]`` and ``[t̂1, t̂2]`` of the query,
   averaged over the exemplar passes (in evaluation mode the query's PSNet output does not
   depend on the exemplar, so every pass gives the same IoU and we compute it once), then
@@ -94,7 +96,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aqa_jax.data.exemplars import ExemplarPool, PairSampler
+from aqa_jax.data.exemplars import ExemplarPool, PairSampler, masked_mean_std
 from aqa_jax.data.pipeline import FrameClipSampler, Record
 from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features
 from aqa_jax.metrics import interval_iou, tiou_at
@@ -534,8 +536,9 @@ class Method(ScoreMethod):
     def predict(self, outputs, batch):
         scores = outputs["delta"] + outputs["s_exemplar"]  # (B, M)
         truth, pred = batch["transitions"], outputs["transitions_pred"][:, 0]
-        return {"score_pred": scores.mean(1), "score_true": batch["score"],
-                "exemplar_spread": scores.std(1),
+        mask = batch["exemplar_mask"] if "exemplar_mask" in batch else jnp.ones_like(scores)
+        mean, spread = masked_mean_std(scores, mask)  # over the exemplars that exist
+        return {"score_pred": mean, "score_true": batch["score"], "exemplar_spread": spread,
                 "t1_true": truth[:, 0], "t2_true": truth[:, 1], "t1_pred": pred[:, 0], "t2_pred": pred[:, 1]}
 
     def per_sample(self, predictions):
