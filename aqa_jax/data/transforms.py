@@ -9,8 +9,9 @@ Presets (see reference aqa_methods.md §1.5, pecop_i3d.md §2):
   Our builders and ``aqa-jax predict`` already store frames at short side 256, resized with
   OpenCV's INTER_AREA when shrinking (INTER_LINEAR when enlarging) and re-encoded as JPEG
   (quality 90), so this preset's own resize is then a no-op and the pixels are not those of
-  DeepMind's bilinear resize of the decoded video; build with ``short_side=None`` to keep
-  the original frames and let the preset resize them bilinearly.
+  DeepMind's bilinear resize of the decoded video; the builder configs that keep the
+  original frames (``short_side=None``: ``mtl_aqa/raw``, ``fine_diving/original``) let the
+  preset resize them bilinearly itself.
 - ``pecop``: PECoP's pretraining input, quirks kept: frames in **BGR** order (cv2.imread,
   never converted), ``Resize((455, 256))`` which torch_videovision turns into **455 high ×
   256 wide** with cv2 nearest-neighbour (its numpy path), flip before the resize, crop 224,
