@@ -12,6 +12,7 @@ import numpy as np
 
 def _convert_weights(args: argparse.Namespace) -> int:
     from aqa_jax.weights.c3d_convert import convert_c3d_checkpoint, detect_c3d_arch
+    from aqa_jax.weights.named import file_sha256
     from aqa_jax.weights.store import save_model_weights
     from aqa_jax.weights.torch_convert import convert_torch_i3d, read_torch_checkpoint
 
@@ -27,7 +28,8 @@ def _convert_weights(args: argparse.Namespace) -> int:
         model,
         variables,
         heads=converted.heads,
-        provenance={"source": str(args.src), "layout": converted.layout},
+        provenance={"source": str(args.src), "layout": converted.layout,
+                    "source_sha256": file_sha256(args.src)},
     )
     n = sum(v.size for v in converted.weights.values())
     print(
@@ -59,7 +61,10 @@ def _train(args: argparse.Namespace) -> int:
     counts = summary["param_counts"]
     print(f"trained {summary['steps']} steps in {args.workdir}: {counts['trainable']:,} of "
           f"{counts['total']:,} parameters trainable ({counts['adapter']:,} in adapters)")
-    for split in [k for k in summary if k not in ("steps", "param_counts")]:
+    start = summary.get("started_from") or {}
+    if start.get("kind", "none") != "none":
+        print(f"  started from {start['name']} ({start['path']}, sha256 {start['sha256'][:16]}…)")
+    for split in [k for k in summary if k not in ("steps", "param_counts", "started_from")]:
         print(f"  {split}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items()
                                          if isinstance(v, (int, float))))
     return 0

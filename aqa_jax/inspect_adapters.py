@@ -247,9 +247,12 @@ def _init_setup(config: Any, data_dir: str | None):
 
 
 def _adapter_weights_from_init_from(config: Any) -> bool:
-    """Whether ``config.init_from`` can put adapter weights in place (``kinetics400`` and
-    ``none`` leave the adapters at their random init; see :mod:`aqa_jax.train.init_from`)."""
-    return config.get("init_from", "none") not in ("none", "", None, "kinetics400")
+    """Whether ``config.init_from`` can put adapter weights in place (the named Kinetics-400
+    checkpoints and ``none`` leave the adapters at their random init; see
+    :mod:`aqa_jax.train.init_from`)."""
+    from aqa_jax.weights.named import NAMED, NONE_NAMES, PYPI_NAMES
+
+    return config.get("init_from", "none") not in (None, *NONE_NAMES, *PYPI_NAMES, *NAMED)
 
 
 def initial_variables(config: Any, *, data_dir: str | None = None) -> dict[str, Any]:

