@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import pickle
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,12 +59,12 @@ def _train(args: argparse.Namespace) -> int:
     config = apply_overrides(load_config(args.config), args.set or [])
     if args.data_dir:
         config.data.data_dir = args.data_dir
-    summary = train(config, args.workdir)
+    summary = train(config, args.workdir, force_config=args.force_config)
     counts = summary["param_counts"]
     print(f"trained {summary['steps']} steps in {args.workdir}: {counts['trainable']:,} of "
           f"{counts['total']:,} parameters trainable ({counts['adapter']:,} in adapters)")
     start = summary.get("started_from") or {}
-    if start.get("kind", "none") != "none":
+    if start.get("sha256"):
         print(f"  started from {start['name']} ({start['path']}, sha256 {start['sha256'][:16]}…)")
     for split in [k for k in summary if k not in ("steps", "param_counts", "started_from")]:
         print(f"  {split}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[split].items()
@@ -139,6 +141,11 @@ def _is_number(text: str) -> bool:
 def _export_adapters(args: argparse.Namespace) -> int:
     from aqa_jax.train.checkpoint import Checkpointer, save_adapters_npz
 
+    out = Path(args.out)
+    if out.suffix != ".npz":  # np.savez would add it: say so, and write exactly that path
+        out = out.with_name(out.name + ".npz")
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the .npz file to write, e.g. {out}/adapters.npz")
     ckpt = Checkpointer(args.workdir, read_only=True)
     step = ckpt.checked_step(args.step)
     adapters = ckpt.restore_item(step, "adapters")
@@ -146,7 +153,7 @@ def _export_adapters(args: argparse.Namespace) -> int:
     if not adapters:
         raise ValueError(f"the step-{step} checkpoint of {args.workdir} has no adapters "
                          "(its model was built without adapter_blocks)")
-    out = save_adapters_npz(adapters, args.out)
+    out = save_adapters_npz(adapters, out)
     print(f"wrote the adapters of step {step} to {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
@@ -163,24 +170,36 @@ def _build_data(args: argparse.Namespace) -> int:
     )
     splits = {name: info.num_examples for name, info in builder.info.splits.items()}
     print(f"built {builder.info.full_name} in {builder.data_dir}: {splits}")
+    for report in sorted(Path(builder.data_dir).glob("bad_samples_*.json")):
+        print(f"  skipped samples listed in {report}")
     return 0
 
 
 def _extract_features(args: argparse.Namespace) -> int:
     from aqa_jax.data.registry import data_source
-    from aqa_jax.features import (ExtractorSettings, FeatureExtractor, check_extractor_settings,
-                                  extract_split)
+    from aqa_jax.features import (ExtractionIncomplete, ExtractorSettings, FeatureExtractor,
+                                  check_extractor_settings, extract_split)
 
     weights = args.weights if args.weights == "kinetics400" else str(Path(args.weights).resolve())
     settings = ExtractorSettings(weights=weights, variant=args.variant, clip_len=args.clip_len,
                                  stride=args.stride, preset=args.preset)
     check_extractor_settings(args.out, settings)
     extractor = FeatureExtractor(settings)
+    code = 0
     for split in args.split:
         source = data_source(args.name, args.config, split, data_dir=args.data_dir)
-        out = extract_split(source, extractor, args.out, split, settings)
-        print(f"{args.name}/{args.config}:{split}: {len(source)} videos → {out}")
-    return 0
+        try:
+            done = extract_split(source, extractor, args.out, split, settings,
+                                 skip_bad=args.skip_bad_videos)
+        except ExtractionIncomplete as err:  # the bad videos are named above, one per line
+            print(f"aqa-jax extract-features: {err}", file=sys.stderr)
+            code = 1
+            continue
+        print(f"{args.name}/{args.config}:{split}: {done.extracted + done.resumed} videos → "
+              f"{done.label_file}" + (f" ({done.resumed} resumed)" if done.resumed else "")
+              + (f"; {len(done.failed)} unreadable, listed in {done.out_dir}/bad_videos_{split}.json"
+                 if done.failed else ""))
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config value, e.g. --set optimizer.lr=0.001 (repeatable)")
     pre.add_argument("--data-dir", help="where the built datasets are (default: $AQA_JAX_DATA_DIR)")
+    pre.add_argument("--force-config", action="store_true",
+                     help="resume the run in --workdir even though this config differs from its "
+                     "config.json (both are kept in config_history.jsonl)")
     pre.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run's checkpoint; per-sample CSV + scatter")
@@ -254,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export-adapters", help="write a run's 3D-Adapters alone as .npz")
     exp.add_argument("workdir", help="the --workdir of a training run")
-    exp.add_argument("out", help="output .npz path")
+    exp.add_argument("out", help="output .npz path (.npz is appended when missing)")
     exp.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     exp.set_defaults(func=_export_adapters)
 
@@ -272,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--config", default=None)
     feats.add_argument("--split", nargs="+", default=["train", "test"])
     feats.add_argument("--data-dir", default=None)
-    feats.add_argument("--out", required=True, help="output directory (<id>.npy, <split>.txt and "
+    feats.add_argument("--out", required=True, help="output directory (<id>.npy, <split>.csv and "
                        "extractor.json, the settings predict reuses)")
     feats.add_argument("--weights", default="kinetics400",
                        help="'kinetics400', a directory written by convert-weights, or a "
@@ -281,22 +303,73 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--clip-len", type=int, default=16)
     feats.add_argument("--stride", type=int, default=16)
     feats.add_argument("--preset", default="deepmind", help="transform preset (centre crop)")
+    feats.add_argument("--skip-bad-videos", action="store_true",
+                       help="write each split without the videos that cannot be read (listed in "
+                       "bad_videos_<split>.json); by default they are named, the others saved, and "
+                       "the split is finished by a rerun (which resumes)")
     feats.set_defaults(func=_extract_features)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def _damaged_checkpoint(err: BaseException) -> str | None:
+    """One line for an orbax/tensorstore read failure (a truncated or damaged array file of a
+    checkpoint), naming the file where the error says which; None for any other error."""
+    if type(err).__name__ == "CorruptCheckpointError":  # training's own one line, every step
+        return None
+    chain, seen = [], err
+    while seen is not None and len(chain) < 12:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain)
+    if not any(k in text for k in ("TensorStore", "OCDBT", "tensorstore", "ocdbt")):
+        return None
+    found = re.search(r'local file "([^"]+)"', text)
+    where = Path(found.group(1)) if found else None
+    step_dir = next((p for p in ([where, *where.parents] if where else [])
+                     if p.name.isdigit() and p.parent.name == "checkpoints"), None)
+    try:
+        from aqa_jax.train.checkpoint import describe_restore_error
+
+        detail = describe_restore_error(err, step_dir) if step_dir else None
+    except ImportError:
+        detail = None
+    if detail is None:
+        inner = next((str(e) for e in reversed(chain) if str(e).strip()), type(err).__name__)
+        detail = inner.strip().splitlines()[0]
+    which = f"checkpoint step {step_dir.name} in {step_dir.parent}" if step_dir else "a checkpoint"
+    return (f"{which} cannot be read: {_one_line(detail)}; choose another step with --step "
+            "(training itself falls back to the newest complete checkpoint)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; every error a user can cause is one line on stderr and rc 2 (rc 1:
+    some videos failed, or a NaN stop). Unexpected errors keep their traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"aqa-jax {args.command}: error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as err:
+        damaged = _damaged_checkpoint(err)
+        print(f"aqa-jax {args.command}: error: {damaged or _one_line(err)}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # e.g. NonFiniteLossError: the message says what to do
+        if type(err).__name__ == "TrainingPreempted":  # SIGTERM: checkpoint saved
+            print(f"aqa-jax {args.command}: {err}", file=sys.stderr)
+            return 143  # 128 + SIGTERM, as for a process the signal ended
         if type(err).__name__ != "NonFiniteLossError":
             raise
         print(f"aqa-jax {args.command}: stopped: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # orbax wraps tensorstore read errors in a bare Exception
+        damaged = _damaged_checkpoint(err)
+        if damaged is None:
+            raise
+        print(f"aqa-jax {args.command}: error: {damaged}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,16 +5,28 @@ partial clip dropped; a video shorter than one clip is padded by repeating its l
 transformed with the evaluation transform of ``preset`` (centre crop, no flip) and passed
 through the I3D (Kinetics-400, or a PECoP-adapted checkpoint); the pooled 1024-d feature of
 each clip is kept. Output layout follows the RG / Fis-V feature releases: ``<out>/<id>.npy``
-of shape (num_clips, 1024) and ``<out>/<split>.txt`` (header ``name score``), plus
+of shape (num_clips, 1024) and ``<out>/<split>.csv`` (written with the csv module, header
+``name,score``, so an id holding spaces, commas or quotes reads back unchanged), plus
 ``<out>/extractor.json``, the settings (:class:`ExtractorSettings`) that let ``aqa-jax predict``
 compute the same features for a new video.
+
+Extraction survives interruption and bad videos: each ``.npy`` is written atomically and its
+row is then appended (flushed, fsynced) to ``<out>/<split>.partial.csv``; a rerun with the same
+settings skips every video already listed there. A video that cannot be read is named in one
+line and the others go on; the split's ``<split>.csv`` is written (atomically, in the source's
+order) only when every video has its features, or with ``skip_bad=True`` without the bad ones,
+which are then listed in ``<out>/bad_videos_<split>.json``. Folders written before the CSV
+(``<split>.txt``, space-separated) are still read when every row has exactly two fields.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -27,6 +39,7 @@ from aqa_jax.data.transforms import apply_transform
 from aqa_jax.models.i3d import InceptionI3d
 
 EXTRACTOR_FILE = "extractor.json"
+LABEL_HEADER = ("name", "score")
 
 
 def clip_windows(num_frames: int, clip_len: int, stride: int) -> np.ndarray:
@@ -172,32 +185,166 @@ class FeatureExtractor:
         return video_features(record, self._fn, clip_len=s.clip_len, stride=s.stride, preset=s.preset)
 
 
+class ExtractionIncomplete(RuntimeError):
+    """Some videos of a split could not be read; the others' features are saved (resumable)."""
+
+
+@dataclasses.dataclass
+class SplitExtraction:
+    """What :func:`extract_split` did: the folder, the videos done (``extracted`` now,
+    ``resumed`` from an interrupted run) and the ``failed`` ones (name, one-line reason)."""
+
+    out_dir: Path
+    extracted: int = 0
+    resumed: int = 0
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    label_file: Path | None = None
+
+
+def label_path(out_dir: str | os.PathLike[str], split: str) -> Path:
+    """The label file of ``split`` (see module docstring)."""
+    return Path(out_dir) / f"{split}.csv"
+
+
+def _partial_rows(path: Path) -> dict[str, str]:
+    """``name -> score`` of the complete rows of a label file being appended to (a row cut by
+    an interruption, i.e. without its newline, is dropped)."""
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(text)))
+    return {r[0]: r[1] for r in rows[1:] if len(r) == 2}
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def extract_split(
     source: Sequence[Mapping[str, Any]],
     extract: Callable[[Mapping[str, Any]], np.ndarray],
     out_dir: str | os.PathLike[str],
     split: str,
     settings: ExtractorSettings,
-) -> Path:
+    *,
+    skip_bad: bool = False,
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> SplitExtraction:
     """Writes every record's features (``extract(record)``, e.g. a :class:`FeatureExtractor`),
-    the split's label file and ``extractor.json`` (``settings``); returns ``out_dir``."""
+    the split's label file and ``extractor.json`` (``settings``), resuming an interrupted run
+    and going on past unreadable videos as the module docstring says (``report`` gets one line
+    per bad video). Raises :class:`ExtractionIncomplete` when videos failed and ``skip_bad`` is
+    False (the split's label file is then not written, a rerun retries only those)."""
+    import cv2
+
+    from aqa_jax.data.frames import FrameError
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_extractor_settings(out_dir, settings)
-    (out_dir / EXTRACTOR_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-    lines = ["name score"]
-    for record in tqdm(source, desc=f"I3D features [{split}]", unit="video"):
-        name = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
-        safe = name.replace("/", "__")
-        np.save(out_dir / f"{safe}.npy", extract(record))
-        lines.append(f"{safe} {float(record['score']):.6f}")
-    (out_dir / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return out_dir
+    _write_atomic(out_dir / EXTRACTOR_FILE,
+                  lambda f: f.write(json.dumps(settings.to_dict(), indent=2) + "\n"))
+    final, partial = label_path(out_dir, split), out_dir / f"{split}.partial.csv"
+    done = {**_partial_rows(final), **_partial_rows(partial)}
+    result = SplitExtraction(out_dir)
+    order: list[tuple[str, str]] = []
+    owners: dict[str, str] = {}
+    fresh = not partial.is_file() or not partial.read_text(encoding="utf-8").strip()
+    with open(partial, "w" if fresh else "a", newline="", encoding="utf-8") as log:
+        writer = csv.writer(log)
+        if fresh:
+            writer.writerow(LABEL_HEADER)
+        for record in tqdm(source, desc=f"I3D features [{split}]", unit="video"):
+            name = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
+            safe = name.replace("/", "__")
+            if owners.setdefault(safe, name) != name:
+                result.failed.append((name, f"its file name {safe}.npy is that of {owners[safe]!r}"))
+                report(f"{split}: {name}: error: {result.failed[-1][1]}")
+                continue
+            score = f"{float(record['score']):.6f}"
+            npy = out_dir / f"{safe}.npy"
+            if safe in done and npy.is_file():
+                result.resumed += 1
+                order.append((safe, score))
+                continue
+            try:
+                features = extract(record)
+            except (FrameError, ValueError, OSError, cv2.error) as err:
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                result.failed.append((name, reason))
+                report(f"{split}: {name}: error: {reason}")
+                continue
+            _write_atomic(npy, lambda f: np.save(f, features), mode="wb")
+            writer.writerow((safe, score))
+            log.flush()
+            os.fsync(log.fileno())
+            result.extracted += 1
+            order.append((safe, score))
+    if result.failed and not skip_bad:
+        raise ExtractionIncomplete(
+            f"{split}: {len(result.failed)} of {len(order) + len(result.failed)} videos could not "
+            f"be read (named above); the features of the {len(order)} others are saved in "
+            f"{out_dir} — rerun to retry only those, or pass --skip-bad-videos to write the "
+            "split without them")
+    bad = out_dir / f"bad_videos_{split}.json"
+    if result.failed:
+        bad.write_text(json.dumps([{"video": n, "problem": p} for n, p in result.failed], indent=2))
+    elif bad.exists():
+        bad.unlink()
+
+    def write_labels(f):
+        rows = csv.writer(f)
+        rows.writerow(LABEL_HEADER)
+        rows.writerows(order)
+
+    _write_atomic(final, write_labels)
+    partial.unlink()
+    result.label_file = final
+    return result
 
 
 def iter_feature_files(out_dir: str | os.PathLike[str], split: str) -> Iterator[tuple[str, np.ndarray, float]]:
     """Reads back what :func:`extract_split` wrote: (name, features, score)."""
     out_dir = Path(out_dir)
-    for line in (out_dir / f"{split}.txt").read_text().splitlines()[1:]:
-        name, score = line.split()
+    for name, score in read_labels(out_dir, split):
         yield name, np.load(out_dir / f"{name}.npy"), float(score)
+
+
+def read_labels(out_dir: str | os.PathLike[str], split: str) -> list[tuple[str, str]]:
+    """(name, score text) rows of a split's label file: ``<split>.csv``, or a folder's older
+    space-separated ``<split>.txt`` when each of its rows has exactly two fields (else an
+    error naming the line: such a file cannot say where an id with spaces ends)."""
+    out_dir = Path(out_dir)
+    path = label_path(out_dir, split)
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows or [c.strip().lower() for c in rows[0]] != list(LABEL_HEADER):
+            raise ValueError(f"{path}: the first row must be the header {','.join(LABEL_HEADER)}")
+        bad = next((i for i, r in enumerate(rows[1:], 2) if r and len(r) != 2), None)
+        if bad is not None:
+            raise ValueError(f"{path}, line {bad}: expected 2 fields (name,score), got {rows[bad - 1]!r}")
+        return [(r[0], r[1]) for r in rows[1:] if r]
+    legacy = out_dir / f"{split}.txt"
+    if not legacy.is_file():
+        raise FileNotFoundError(f"{out_dir} has no {path.name} (nor an older {legacy.name}): "
+                                f"extract the {split} split with `aqa-jax extract-features`")
+    out = []
+    for i, line in enumerate(legacy.read_text(encoding="utf-8").splitlines()[1:], 2):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ValueError(f"{legacy}, line {i}: {len(fields)} space-separated fields, expected "
+                             "2 (name score); an id with spaces is ambiguous in this older format: "
+                             "re-extract with `aqa-jax extract-features` (it writes "
+                             f"{path.name})")
+        out.append((fields[0], fields[1]))
+    return out

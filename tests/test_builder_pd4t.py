@@ -243,3 +243,21 @@ def test_an_id_in_both_splits_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"1 sample\(s\) are in both the train split \(.*train.csv\) "
                                          r"and the test split \(.*test.csv\): 15-001760_009"):
         build("pd4t", "gait", data_dir=str(tmp_path / "d"), manual_dir=str(tmp_path / "m"))
+
+
+def test_build_data_prints_a_bad_samples_path_that_exists(tmp_path, capsys):
+    """Issue 17 item 9: the report path build-data prints used to point into tfds's temporary
+    build folder, gone once the build completed."""
+    import re
+
+    from aqa_jax.cli import main
+
+    pd4t = make_pd4t(tmp_path / "m", "Gait", GAIT)
+    (pd4t / "Videos" / "Gait" / "024" / "15-003012.mp4").unlink()
+    assert main(["build-data", "pd4t", "--config", "gait", "--data-dir", str(tmp_path / "d"),
+                 "--manual-dir", str(tmp_path / "m"), "--skip-bad-samples"]) == 0
+    printed = re.findall(r"(/\S+bad_samples_\w+\.json)", capsys.readouterr().out)
+    assert printed and all(Path(p).is_file() for p in printed), printed
+    assert all("incomplete" not in p for p in printed)
+    report = json.loads(Path(printed[-1]).read_text())
+    assert [s["sample"] for s in report["skipped"]] == ["15-003012_024"]

@@ -33,7 +33,7 @@ def test_extract_features_cli(tmp_path):
     code = main(["extract-features", "synthetic_aqa", "--config", "hand_movement_tiny",
                  "--split", "train", "--data-dir", data_dir, "--out", str(out), "--stride", "8",
                  "--preset", "deepmind_64"])
-    assert code == 2 and not (out / "train.txt").exists()  # other settings: not in this folder
+    assert code == 2 and not (out / "train.csv").exists()  # other settings: not in this folder
 
     import jax
 
@@ -76,3 +76,87 @@ def test_extract_features_with_a_pecop_run(tmp_path):
     kinetics, kinetics_variables = load_i3d("kinetics400", config.model.variant)
     plain = jax.jit(kinetics.apply)(kinetics_variables, clip[None])["features"][0]
     assert np.abs(plain - direct).max() > 1e-3  # the adapters (and the step) changed the features
+
+
+def _mean_colour_extractor():
+    """A stand-in feature network (clip -> its mean colour tiled to 1024) and its settings."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from aqa_jax.features import make_feature_fn, video_features
+
+    class MeanColour(nn.Module):
+        @nn.compact
+        def __call__(self, clips):
+            return {"features": jnp.tile(clips.mean(axis=(1, 2, 3)), (1, 342))[:, :1024]}
+
+    fn = make_feature_fn(MeanColour(), {})
+    settings = ExtractorSettings(weights="mean colour", clip_len=8, stride=8, preset="deepmind_32")
+    return settings, lambda r: video_features(r, fn, clip_len=8, stride=8, preset="deepmind_32")
+
+
+def _records(ids, seed, frames=16):
+    from aqa_jax.data.frames import encode_jpeg
+
+    rng = np.random.default_rng(seed)
+    return [{"id": i.encode(), "frames": [encode_jpeg(f) for f in
+                                          rng.integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)],
+             "num_frames": frames, "score": np.float32(rng.uniform(0, 4))} for i in ids]
+
+
+def test_ids_with_spaces_round_trip_and_bad_videos_resume(tmp_path):
+    """Issue 17 item 5: ids with spaces, commas and quotes survive extract-features →
+    build-data clip_features; a bad video is named and the others go on; an interrupted split
+    resumes (what is done is not recomputed). Oracle: the ids and scores of the records."""
+    import csv
+
+    from aqa_jax.features import ExtractionIncomplete, extract_split
+
+    settings, extract = _mean_colour_extractor()
+    out = tmp_path / "feats"
+    ids = {"train": ["vidé o_1", 'a, "quoted" one', "plain_2"], "test": ["tëst 1", "x y z"]}
+    records = {split: _records(names, seed) for seed, (split, names) in enumerate(ids.items())}
+    # a bad video: its frames are not JPEG
+    bad = dict(records["train"][2], id=b"broken video", frames=[b"not a jpeg"] * 16)
+    calls = []
+
+    def counting(record):
+        calls.append(record["id"])
+        return extract(record)
+
+    lines = []
+    with pytest.raises(ExtractionIncomplete, match="1 of 4 videos could not be read"):
+        extract_split(records["train"] + [bad], counting, out, "train", settings, report=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("train: broken video: error: ")
+    assert not (out / "train.csv").exists() and len(calls) == 4
+    # the rerun (the bad video now left out) resumes: nothing is extracted again
+    calls.clear()
+    done = extract_split(records["train"], counting, out, "train", settings)
+    assert (done.extracted, done.resumed, calls) == (0, 3, [])
+    # an interruption: the partial log holds one complete row and one cut in the middle
+    partial = out / "test.partial.csv"
+    np.save(out / "tëst 1.npy", extract(records["test"][0]))
+    partial.write_text('name,score\ntëst 1,1.0\n"x y', encoding="utf-8")
+    done = extract_split(records["test"], counting, out, "test", settings)
+    assert (done.extracted, done.resumed) == (1, 1) and [c.decode() for c in calls] == ["x y z"]
+    assert not partial.exists()
+    with open(out / "test.csv", newline="", encoding="utf-8") as f:
+        assert [r[0] for r in csv.reader(f)] == ["name", "tëst 1", "x y z"]
+
+    assert main(["build-data", "clip_features", "--manual-dir", str(out),
+                 "--data-dir", str(out / "tfds")]) == 0
+    for split, recs in records.items():
+        got = {r["id"].decode(): float(r["score"]) for r in
+               data_source("clip_features", None, split, data_dir=str(out / "tfds"))}
+        assert got == pytest.approx({r["id"].decode(): float(r["score"]) for r in recs}, abs=1e-6)
+
+
+def test_older_space_separated_labels(tmp_path):
+    """A folder written before the CSV reads back; an id with a space there is a clear error."""
+    from aqa_jax.features import read_labels
+
+    (tmp_path / "test.txt").write_text("name score\nclip_1 2.5\n")
+    assert read_labels(tmp_path, "test") == [("clip_1", "2.5")]
+    (tmp_path / "test.txt").write_text("name score\nvidé o_1 2.5\n")
+    with pytest.raises(ValueError, match="line 2: 3 space-separated fields.*re-extract"):
+        read_labels(tmp_path, "test")

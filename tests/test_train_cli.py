@@ -41,6 +41,27 @@ def test_pretrain_then_export_adapters(synthetic_data_dir, tmp_path, capsys):
     assert main(["export-adapters", str(workdir), str(npz), "--step", "77"]) == 2
     assert "no checkpoint at step 77" in capsys.readouterr().err
 
+    # issue 17 items 7 and 9: no extension → the .npz path written is the one reported (rc 0,
+    # not "wrote out.npz" then rc 2); predict on a pretraining run and a damaged checkpoint
+    # are one line each (a KeyError and a 146-line tensorstore traceback before)
+    capsys.readouterr()
+    assert main(["export-adapters", str(workdir), str(tmp_path / "out")]) == 0
+    assert f"to {tmp_path / 'out.npz'} (" in capsys.readouterr().out
+    assert sorted(traverse_util.flatten_dict(load_adapters_npz(tmp_path / "out.npz"))) == sorted(expected)
+    assert main(["predict", "--checkpoint", str(workdir), str(tmp_path / "any.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "PECoP pretraining run (method vspp)" in err
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(workdir, damaged)
+    files = sorted((damaged / "checkpoints" / "2" / "adapters").rglob("d/*"), key=lambda p: -p.stat().st_size)
+    files[0].write_bytes(files[0].read_bytes()[: files[0].stat().st_size // 2])
+    assert main(["export-adapters", str(damaged), str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("aqa-jax export-adapters: error: checkpoint step 2 ")
+    assert "cannot be read" in err and "--step" in err and not (tmp_path / "x.npz").exists()
+
 
 def test_pecop_adapters_item_is_4_4_mb():
     config = load_config(f"{REPO}/configs/pecop.py:dataset=pd4t,task=gait")

@@ -58,6 +58,8 @@ class AQAVideoBuilder(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, skip_bad_samples: bool = False, **kwargs: Any):
         self.skip_bad_samples = skip_bad_samples
         super().__init__(**kwargs)
+        # tfds builds in a temporary folder that it renames to this one when the build succeeds
+        self.final_data_dir = Path(os.fspath(self.data_dir))
 
     # --- features ---------------------------------------------------------------------------
     def core_features(self) -> dict[str, Any]:
@@ -116,9 +118,15 @@ class SplitReport(BadSampleReport):
         self._builder, self._split = builder, split
 
     def finish(self) -> None:
-        """Writes ``bad_samples_<split>.json`` into the dataset directory (if any skipped)."""
+        """Writes ``bad_samples_<split>.json`` into the dataset directory (if any skipped).
+
+        While tfds builds, ``builder.data_dir`` is a temporary folder that is renamed to the
+        dataset's own when the build completes; the report is written there, so it moves with
+        the data, and the path printed is the one it has once the build is done."""
         if self.skipped:
             path = Path(os.fspath(self._builder.data_dir)) / f"bad_samples_{self._split}.json"
             super().write(path.parent)
             (path.parent / "bad_samples.json").rename(path)
-            print(f"{self.dataset}: skipped {len(self.skipped)} bad samples, listed in {path}")
+            final = getattr(self._builder, "final_data_dir", path.parent) / path.name
+            print(f"{self.dataset}: skipped {len(self.skipped)} bad samples; listed in {final} "
+                  "once the build completes")

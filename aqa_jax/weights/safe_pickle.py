@@ -158,3 +158,15 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
 def safe_loads(data: bytes, source: str = "<bytes>") -> Any:
     """Like :func:`safe_load` for an in-memory pickle; ``source`` names it in errors."""
     return _load(io.BytesIO(data), source, len(data))
+
+
+def refusal_message(path: str | os.PathLike[str], err: BaseException) -> str:
+    """One line for a pickle that ``torch.load(weights_only=True)`` (or another loader)
+    refused: the file and torch's reason, without its multi-paragraph advice (which suggests
+    ``weights_only=False``, i.e. running the file's code: never do that for an untrusted file)."""
+    paragraphs = [p.strip() for p in str(err).split("\n\n") if p.strip()] or [type(err).__name__]
+    reason = next((p for p in paragraphs[1:] if "weights_only" not in p
+                   and not p.startswith("Check the documentation")), paragraphs[0])
+    reason = " ".join(reason.split())
+    return (f"{os.fspath(path)}: refused to load ({reason[:300]}); only tensors and plain "
+            "containers are read from weight files")

@@ -17,6 +17,7 @@ Conversion is pure numpy on a ``{key: array}`` dict; torch is needed only to rea
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from aqa_jax.weights.assign import FlatPath
+from aqa_jax.weights.safe_pickle import UnsafePickleError, refusal_message
 
 if TYPE_CHECKING:
     from aqa_jax.models.i3d import InceptionI3d
@@ -224,7 +226,10 @@ def read_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "reading PyTorch checkpoints needs torch: `pip install 'aqa_jax[test]'` "
             "(torch==2.13.0, CPU build)"
         ) from None
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:  # refused or not a checkpoint
+        raise UnsafePickleError(refusal_message(path, err)) from None
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
