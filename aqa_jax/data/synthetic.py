@@ -156,17 +156,36 @@ def render(
     return frames
 
 
+def tempo_period(rng: np.random.Generator, factors: dict[str, float]) -> float:
+    """The cycle of a ``tempo`` video: ``10 * (1 + slowing)`` frames, times U(0.95, 1.05)."""
+    return 10.0 * (1.0 + factors["slowing"]) * float(rng.uniform(0.95, 1.05))
+
+
+def tempo_score(factors: dict[str, float]) -> float:
+    """Ground truth of a ``tempo`` video: ``4 * slowing``, the one factor it shows."""
+    return MAX_SCORE * factors["slowing"]
+
+
 def generate_video(
     seed: int, task: str, subject: int, severity: float, *, num_frames: int = 64, size: int = 64,
-    steady: bool = False, period: float | None = None,
+    steady: bool = False, period: float | None = None, tempo: bool = False,
 ) -> SyntheticVideo:
     """One deterministic sample of ``task`` for a subject with latent ``severity`` in [0, 1]
-    (``steady``, ``period``: see :func:`movement_trace`)."""
+    (``steady``, ``period``: see :func:`movement_trace`).
+
+    ``tempo``: the quality cue is the tempo alone. The movement is steady within the video
+    (no hesitation, jitter or decrement, so a clip's only change of tempo is one VSPP makes),
+    its cycle lasts :func:`tempo_period` frames (10-20, from ``slowing``), and the score is
+    :func:`tempo_score`. The PECoP effect benchmark and the demo use it.
+    """
     rng = np.random.default_rng([seed, TASKS.index(task), subject])
     factors = draw_factors(rng, severity)
+    if tempo:
+        steady, period = True, tempo_period(rng, factors)
     trace = movement_trace(rng, factors, num_frames, steady=steady, period=period)
     frames = render(rng, task, trace, size)
-    return SyntheticVideo(frames, quality_score(factors), factors, task, subject)
+    score = tempo_score(factors) if tempo else quality_score(factors)
+    return SyntheticVideo(frames, score, factors, task, subject)
 
 
 def generate_split(
@@ -180,14 +199,17 @@ def generate_split(
     size: int = 64,
     steady: bool = False,
     period: float | None = None,
+    tempo: bool = False,
 ):
-    """Yields the videos of one split; train and test have disjoint subjects (as PD4T's split)."""
-    offset = {"train": 0, "test": 100_000}[split]
+    """Yields the videos of one split; its subjects are disjoint from every other split's (as
+    PD4T's). ``unlabelled`` (extra subjects for continual pretraining) and ``validation``
+    exist besides ``train`` and ``test``."""
+    offset = {"train": 0, "test": 100_000, "validation": 200_000, "unlabelled": 300_000}[split]
     for s in range(num_subjects):
         subject = offset + s
         severity = float(np.random.default_rng([seed, 7, subject]).uniform(0, 1))
         for v in range(videos_per_subject):
             yield generate_video(
                 seed, task, subject * 10 + v, severity, num_frames=num_frames, size=size,
-                steady=steady, period=period,
+                steady=steady, period=period, tempo=tempo,
             )

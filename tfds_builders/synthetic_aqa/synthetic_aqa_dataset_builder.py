@@ -4,6 +4,10 @@ Generated (no download), deterministic from the seed, one config per task. The s
 known function of decrement, slowing, hesitation and irregularity (aqa_jax.data.synthetic);
 train and test subjects are disjoint. Default size builds in seconds.
 
+``*_tempo`` (the demo's PECoP stage and fine-tuning): 48 frames of 32x32 whose score is the
+tempo alone (``synthetic.generate_video(tempo=True)``: steady cycles of 10-20 frames, score
+``4 * slowing``), with a validation split; 96/32/64 train/validation/test subjects.
+
 ``*_vspp`` (PECoP's debug config): every video moves at one steady tempo (a 16-frame cycle, no
 hesitation, jitter or decrement), so the one change of tempo in a VSPP clip is the segment
 played faster; its score and factors are recorded but the factors are not visible.
@@ -31,6 +35,8 @@ class SyntheticConfig(AQABuilderConfig):
     seed: int = 0
     steady: bool = False  # synthetic.movement_trace: constant tempo and amplitude
     period: float | None = None  # synthetic.movement_trace: every video's cycle, in frames
+    tempo: bool = False  # synthetic.generate_video: steady tempo of 10-20 frames, score 4 * slowing
+    num_validation: int = 0  # > 0: a validation split of its own subjects
 
 
 def _configs() -> list[SyntheticConfig]:
@@ -49,6 +55,11 @@ def _configs() -> list[SyntheticConfig]:
         SyntheticConfig(name=f"{task}_vspp", task=task, short_side=None, num_train=8,
                         num_test=16, num_frames=96, size=32, steady=True, period=16.0,
                         description=f"steady-tempo {task} for the PECoP (VSPP) debug config")
+        for task in synthetic.TASKS
+    ] + [
+        SyntheticConfig(name=f"{task}_tempo", task=task, short_side=None, num_train=96,
+                        num_validation=32, num_test=64, num_frames=48, size=32, tempo=True,
+                        description=f"{task} scored by its tempo alone (the PECoP demo)")
         for task in synthetic.TASKS
     ] + [
         SyntheticConfig(name="finger_tapping_256", task="finger_tapping", short_side=None,
@@ -77,17 +88,20 @@ class Builder(AQAVideoBuilder):
 
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
-        return {
+        splits = {
             "train": self._generate_examples("train", cfg.num_train),
             "test": self._generate_examples("test", cfg.num_test),
         }
+        if cfg.num_validation:
+            splits["validation"] = self._generate_examples("validation", cfg.num_validation)
+        return splits
 
     def _generate_examples(self, split, num_subjects):
         cfg = self.builder_config
         vocab = {w: i for i, w in enumerate(synthetic.CAPTION_VOCAB)}
         for video in synthetic.generate_split(
             cfg.seed, cfg.task, split, num_subjects=num_subjects, num_frames=cfg.num_frames,
-            size=cfg.size, steady=cfg.steady, period=cfg.period,
+            size=cfg.size, steady=cfg.steady, period=cfg.period, tempo=cfg.tempo,
         ):
             key = f"{cfg.task}_{video.subject:06d}"
             words = synthetic.caption_tokens(cfg.task, video.factors)
