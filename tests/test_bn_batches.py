@@ -93,3 +93,20 @@ def test_backbone_batches_option():
     assert not per_position_batches({"clips": {}})
     with pytest.raises(ValueError, match="backbone_batches='per_clip'"):
         per_position_batches({"clips": {"backbone_batches": "per_clip"}})
+
+
+def test_configs_choose_the_backbone_batches():
+    """``build_backbone`` carries ``clips.backbone_batches`` to every method whose I3D it builds."""
+    from pathlib import Path
+
+    from aqa_jax.config_args import load_config
+    from aqa_jax.methods._score import build_backbone
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert build_backbone(load_config(f"{configs}/musdl.py:dataset=mtl_aqa")).per_position
+    assert build_backbone(load_config(f"{configs}/usdl.py:dataset=mtl_aqa")).per_position
+    assert not build_backbone(load_config(f"{configs}/musdl.py:dataset=jigsaws")).per_position
+    core = load_config(f"{configs}/core.py:dataset=mtl_aqa")
+    assert not build_backbone(core).per_position
+    core.clips.backbone_batches = "per_position"
+    assert build_backbone(core).per_position

@@ -10,8 +10,9 @@
 ``config.clips`` (fields of :class:`aqa_jax.data.pipeline.FrameClipSampler`): ``layout``
 (``window`` for MTL-AQA's 103 frames ending at ``end_frame``, ``uniform`` for JIGSAWS' 160,
 ``all``), ``num_frames``, ``clip_starts`` (official starts), ``preset``, ``max_shift``; and
-``backbone_batches`` (:data:`BACKBONE_BATCHES`, read by the methods that pass it to
-:func:`clip_features`: USDL/MUSDL): how the clips meet the backbone's BatchNorm in training.
+``backbone_batches`` (:data:`BACKBONE_BATCHES`; :func:`build_backbone` gives it to the
+backbone, so every method whose I3D it builds follows it: USDL/MUSDL, CoRe, TSA): how the
+clips meet the backbone's BatchNorm in training.
 
 BatchNorm batches in the official code (what ``backbone_batches`` reproduces):
 
@@ -42,17 +43,28 @@ import numpy as np
 from aqa_jax.data.pipeline import FrameClipSampler
 from aqa_jax.methods.base import Method
 from aqa_jax.metrics import regression_report
-from aqa_jax.methods.vspp import build_i3d
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import torch_uniform_init
 from aqa_jax.models.precision import compute_dtype
 
 
+class ClipBackbone(InceptionI3d):
+    """An :class:`InceptionI3d` that also says how :func:`clip_features` batches its clips
+    (``per_position``: ``config.clips.backbone_batches == 'per_position'``). Same parameters,
+    same outputs."""
+
+    per_position: bool = False
+
+
 def build_backbone(config: Mapping[str, Any]) -> InceptionI3d:
     """The I3D of ``config.model``, stopping at ``Mixed_5c`` unless the config says otherwise,
-    computing in ``config.compute_dtype`` (:mod:`aqa_jax.models.precision`)."""
-    return build_i3d(config.model, final_endpoint=config.model.get("final_endpoint", "Mixed_5c"),
-                     dtype=compute_dtype(config))
+    computing in ``config.compute_dtype`` (:mod:`aqa_jax.models.precision`), with the BN
+    batching of ``config.clips.backbone_batches``."""
+    fields = dict(config.model)
+    fields["adapter_blocks"] = tuple(fields.get("adapter_blocks", ()))
+    fields.update(final_endpoint=config.model.get("final_endpoint", "Mixed_5c"),
+                  dtype=compute_dtype(config), per_position=per_position_batches(config))
+    return ClipBackbone(**fields)
 
 
 BACKBONE_BATCHES = ("all_clips", "per_position")
@@ -98,7 +110,7 @@ def _per_position_features(
 
 def clip_features(
     backbone: InceptionI3d, clips: jax.Array, *, train: bool, use_running_average: bool | None,
-    keep_maps: bool = False, from_features: bool = False, per_position: bool = False,
+    keep_maps: bool = False, from_features: bool = False, per_position: bool | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """``(..., n_clips, T, H, W, 3)`` → features ``(..., n_clips, C)`` (and, with ``keep_maps``,
     the final maps averaged over time, ``(..., n_clips, H', W', C)``). A backbone without
@@ -108,13 +120,16 @@ def clip_features(
     statistics (when they are used) are those of every clip together, as MUSDL's JIGSAWS
     code, CoRe and TSA do. ``per_position``: one backbone batch per clip position (MUSDL/USDL
     on MTL-AQA), when BatchNorm uses batch statistics; with running statistics both are the
-    same and the clips run as one batch (see the module docstring).
+    same and the clips run as one batch (see the module docstring). ``None`` takes the
+    backbone's own ``per_position`` (:class:`ClipBackbone`, from ``build_backbone``).
     ``from_features``: ``clips`` already holds the features (the frozen-backbone fast path of
     :mod:`aqa_jax.train.feature_cache`) and is returned as is.
     """
     if from_features:
         return clips, None
     batch_stats = (not use_running_average) if use_running_average is not None else train
+    if per_position is None:
+        per_position = bool(getattr(backbone, "per_position", False))
     if per_position and batch_stats and clips.ndim > 5 and not backbone.is_initializing():
         return _per_position_features(backbone, clips, train=train, keep_maps=keep_maps)
     lead = clips.shape[:-4]
@@ -160,6 +175,8 @@ class CachedClipSampler:
 
     def __call__(self, record: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, Any]:
         keys = ("id", "clip", "score", *self.label_keys)
+        if "raw_score" in record:  # FrameClipSampler.score_norm (AQA-7): the stored score too
+            keys += ("raw_score",)
         return {k: record[k] for k in keys}
 
 

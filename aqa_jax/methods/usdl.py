@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features, per_position_batches
+from aqa_jax.methods._score import MLP, ScoreMethod, build_backbone, clip_features
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.precision import compute_dtype
 
@@ -77,7 +77,8 @@ class DistributionNetwork(nn.Module):
     hidden: tuple[int, ...] = (256, 128)
     from_features: bool = False
     dtype: Any = jnp.float32  # the MLPs' hidden layers (config.compute_dtype)
-    per_position: bool = False  # one backbone (BN) batch per clip position (config.clips.backbone_batches)
+    # one backbone (BN) batch per clip position; None: the backbone's (config.clips.backbone_batches)
+    per_position: bool | None = None
 
     @nn.compact
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
@@ -115,8 +116,7 @@ class Method(ScoreMethod):
         u = self.config.usdl
         return DistributionNetwork(build_backbone(self.config), self.num_heads, int(u.num_bins),
                                    tuple(u.get("hidden", (256, 128))),
-                                   dtype=compute_dtype(self.config),
-                                   per_position=per_position_batches(self.config))
+                                   dtype=compute_dtype(self.config))
 
     def _targets(self, batch) -> jax.Array:
         u = self.config.usdl
