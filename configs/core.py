@@ -47,6 +47,7 @@ def get_config(arg=None):
     c.core = dict(depth=5, hidden=256, score_range=theta, use_dd=use_dd, exemplar_key=key,
                   num_exemplars=10, group_bounds=[])
     c.bn_policy = "frozen"
+    c.clips.backbone_batches = "all_clips"  # the official Backbone.py: every clip in one batch
     c.batch_size, c.step_per_update = batch, spu
     c.num_epochs = 200
     c.optimizer.update(lr=1e-3, lr_factors=dict(backbone=0.1, bn=0.1, adapter=0.1))

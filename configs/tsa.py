@@ -59,6 +59,7 @@ def get_config(arg=None):
                  exemplar_key=key, num_exemplars=10, gt_boundary_fraction=0.25,
                  gt_boundary_steps=-1, map_layout="official")
     c.bn_policy = "frozen"
+    c.clips.backbone_batches = "all_clips"  # the official Backbone.py: every clip in one batch
     c.batch_size, c.step_per_update = 8, 1
     c.num_epochs = epochs
     c.optimizer.update(lr=1e-3, lr_factors=dict(backbone=0.1, bn=0.1, adapter=0.1))
