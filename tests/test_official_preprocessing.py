@@ -166,3 +166,8 @@ def test_usdl_configs_default_to_the_official_preprocessing(method):
         "musdl_jigsaws", CLIP_STARTS["jigsaws_10x16"], "all_clips")
     assert load_config(f"{CONFIGS}/core.py:dataset=mtl_aqa").clips.preset == "core"
     assert load_config(f"{CONFIGS}/tsa.py:dataset=fine_diving").clips.preset == "tsa"
+
+
+def test_a_crop_larger_than_the_stored_frames_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"cannot crop 224x224 from 64x80 frames: store larger frames"):
+        apply_transform(_frames(1, 64, 80), "musdl_jigsaws")

@@ -157,7 +157,8 @@ def crop_offsets(
     CenterCrop uses ``round((h - size) / 2)``.
     """
     if height < size or width < size:
-        raise ValueError(f"cannot crop {size}x{size} from {height}x{width} frames")
+        raise ValueError(f"cannot crop {size}x{size} from {height}x{width} frames: store larger frames "
+                         f"(the builder's short_side) or choose a preset with a smaller crop")
     if rng is None:
         return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
     return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
