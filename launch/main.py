@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=False)
 flags.DEFINE_string("workdir", None, "checkpoints, metrics and plots; an existing run resumes")
 flags.DEFINE_string("hardware", "", "hardware preset applied to the config (aqa_jax/train/hardware.py)")
+flags.DEFINE_bool("force-config", False, "resume the run in --workdir even though this config "
+                  "differs from its config.json (both are kept in config_history.jsonl)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,11 +38,25 @@ def main(argv: list[str]) -> None:
     from aqa_jax.train.sharding import initialize_distributed
 
     initialize_distributed()
+    from aqa_jax.config_args import validate_config
     from aqa_jax.train.hardware import apply_hardware
     from aqa_jax.train.loop import train
 
-    config = apply_hardware(flags.FLAGS.config, flags.FLAGS.hardware)
-    summary = train(config, flags.FLAGS.workdir)
+    from aqa_jax.train.loop import NonFiniteLossError, TrainingPreempted
+
+    try:
+        config = apply_hardware(flags.FLAGS.config, flags.FLAGS.hardware)
+        validate_config(config, where="--config")  # types and ranges, --config.key=value included
+        summary = train(config, flags.FLAGS.workdir, force_config=flags.FLAGS["force-config"].value)
+    except (FileNotFoundError, ValueError) as err:  # a workdir in use, another config, ...
+        print(f"launch/main.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLossError as err:
+        print(f"launch/main.py: stopped: {err}", file=sys.stderr)
+        sys.exit(1)
+    except TrainingPreempted as err:  # SIGTERM: a checkpoint of the last step is saved
+        print(f"launch/main.py: {err}", file=sys.stderr)
+        sys.exit(143)
     print({k: v for k, v in summary.items() if k != "param_counts"})
 
 

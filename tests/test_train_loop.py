@@ -1,5 +1,5 @@
 """The training core end to end on a tiny I3D: sharding, freezing, checkpoints, resume,
-multi-process, non-finite stop."""
+multi-process, SIGKILL and SIGTERM (the non-finite stop: test_workdir_reliability.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 from train_helpers import REPO, flat_params, restore_state, tiny_config, train_losses, write_config_file
 
 from aqa_jax.train.checkpoint import Checkpointer
-from aqa_jax.train.loop import NonFiniteLossError, _Run, train
+from aqa_jax.train.loop import _Run, train
 from aqa_jax.train.partition import label_of
 
 MESH_1 = dict(num_devices=1, mesh=[("data", 1), ("model", 1)])
@@ -125,12 +125,23 @@ def _run_main(config_file: Path, workdir: Path, **popen) -> subprocess.Popen:
     )
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(synthetic_data_dir, tmp_path):
-    overrides = dict(MESH_1, total_steps=24, checkpoint={"every_steps": 4, "async_save": True})
-    config_file = write_config_file(tmp_path / "cfg.py", synthetic_data_dir, **overrides)
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert _run_main(config_file, straight, stdout=subprocess.DEVNULL,
+INTERRUPTED = dict(MESH_1, total_steps=24, checkpoint={"every_steps": 4, "async_save": True})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_data_dir, tmp_path_factory) -> Path:
+    """The INTERRUPTED run done in one go (a subprocess, as the interrupted ones): the
+    SIGKILL and SIGTERM tests compare their resumes with it."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    config_file = write_config_file(tmp / "cfg.py", synthetic_data_dir, **INTERRUPTED)
+    assert _run_main(config_file, tmp / "run", stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL).wait(timeout=300) == 0
+    return tmp / "run"
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(synthetic_data_dir, uninterrupted, tmp_path):
+    config_file = write_config_file(tmp_path / "cfg.py", synthetic_data_dir, **INTERRUPTED)
+    straight, killed = uninterrupted, tmp_path / "killed"
 
     proc = _run_main(config_file, killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -161,6 +172,42 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(synthetic_data_dir, tmp
         np.testing.assert_array_equal(x, y)
 
 
+def test_sigterm_saves_a_checkpoint_and_the_resume_is_bit_identical(synthetic_data_dir, uninterrupted,
+                                                                   tmp_path):
+    from aqa_jax.train.workdir import LOCK_NAME, WorkdirLockedError
+
+    steps = INTERRUPTED["total_steps"]
+    # No regular checkpoint between step 0 and the end: the one SIGTERM leaves is its own.
+    config_file = write_config_file(tmp_path / "cfg.py", synthetic_data_dir,
+                                    **dict(INTERRUPTED, checkpoint={"every_steps": 1000}))
+    stopped = tmp_path / "stopped"
+    proc = _run_main(config_file, stopped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    jsonl, deadline = stopped / "metrics.jsonl", time.time() + 300
+    while time.time() < deadline and not (jsonl.exists() and len(jsonl.read_text().splitlines()) >= 4):
+        time.sleep(0.01)
+    # Meanwhile, a second run on the same workdir is refused at once (its lock).
+    with pytest.raises(WorkdirLockedError):
+        train(tiny_config(synthetic_data_dir, **INTERRUPTED), stopped)
+    logged = len(jsonl.read_text().splitlines())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]  # 128 + SIGTERM, after a clean stop
+    assert "stopped by SIGTERM after step" in err and "Traceback" not in err
+    ckpt = Checkpointer(stopped, read_only=True)
+    saved = ckpt.all_steps()
+    ckpt.close()
+    assert saved[0] == 0 and len(saved) == 2 and logged <= saved[1] < steps, (saved, logged)
+    assert not (stopped / LOCK_NAME).exists()
+
+    assert _run_main(config_file, stopped, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL).wait(timeout=300) == 0
+    assert train_losses(stopped) == train_losses(uninterrupted)
+    a, b = restore_state(uninterrupted, steps), restore_state(stopped, steps)
+    assert flat_params(a).keys() == flat_params(b).keys()
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_two_processes_reproduce_the_single_process_run(runs, synthetic_data_dir, tmp_path):
     config_file = write_config_file(tmp_path / "cfg.py", synthetic_data_dir, **MESH_8)
     workdir = tmp_path / "two_procs"
@@ -177,16 +224,3 @@ def test_two_processes_reproduce_the_single_process_run(runs, synthetic_data_dir
     a, b = flat_params(restore_state(runs("adapters_8"))), flat_params(restore_state(workdir))
     for path in a:
         np.testing.assert_allclose(b[path], a[path], rtol=1e-4, atol=1e-6, err_msg=str(path))
-
-
-def test_non_finite_loss_stops_with_step_samples_and_last_checkpoint(synthetic_data_dir, tmp_path):
-    config = tiny_config(synthetic_data_dir, **MESH_1, total_steps=6, optimizer={"lr": 1e30})
-    with pytest.raises(NonFiniteLossError) as err:
-        train(config, tmp_path)
-    message = str(err.value)
-    assert "finger_tapping_0000" in message  # the batch's sample ids
-    step = int(message.split("step ")[1].split(":")[0])
-    assert f"last good checkpoint is step {step - 1}" in message
-    ckpt = Checkpointer(tmp_path, read_only=True)
-    assert ckpt.latest_step() == step - 1
-    ckpt.close()

@@ -10,9 +10,15 @@ steps are kept.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import logging
+import re
+import shutil
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import grain
 import jax
@@ -23,6 +29,51 @@ from flax import traverse_util
 from aqa_jax.train.partition import label_of
 
 ITEMS = ("state", "adapters", "data_iter", "config")
+CORRUPT_DIR = "corrupt_checkpoints"  # unreadable steps are moved here (beside checkpoints/)
+
+
+class CorruptCheckpointError(ValueError):
+    """No checkpoint of a run can be read; the message names each step's problem."""
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads() -> Iterator[None]:
+    """Mutes what a failed orbax read leaves behind besides its exception: the other
+    pending reads' "Task exception was never retrieved" / "Exception ignored in" reports
+    (dozens of lines of TensorStore specs), collected before leaving."""
+    hook = sys.unraisablehook
+    log = logging.getLogger("asyncio")
+    disabled = log.disabled
+    sys.unraisablehook, log.disabled = (lambda _: None), True
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook, log.disabled = hook, disabled
+
+
+def describe_restore_error(err: BaseException, step_dir: Path, *, short: bool = False) -> str:
+    """One line for an orbax/tensorstore restore failure of ``step_dir``: the innermost
+    message, with the file a truncated array value lives in when its size identifies it
+    (``short``: that file and its size alone)."""
+    messages = []
+    seen: BaseException | None = err
+    while seen is not None and len(messages) < 10:
+        lines = [line.strip() for line in str(seen).strip().splitlines() if line.strip()]
+        head = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines or [""])[0]
+        messages.append(head or type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    text = next((m for m in reversed(messages) if m and "Event loop" not in m), messages[0])
+    found = re.search(r"not valid for value of size (\d+)", " ".join(messages))
+    if found and step_dir.is_dir():  # a value shorter than its index says: the truncated file
+        size = int(found.group(1))
+        hits = [p for p in step_dir.rglob("*") if p.is_file() and p.stat().st_size == size]
+        if len(hits) == 1:
+            if short:
+                return f"{hits[0].relative_to(step_dir.parent)} is truncated to {size} bytes"
+            return f"{hits[0]} is truncated to {size} bytes ({text})"
+    limit = 150 if short else 400
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -43,6 +94,7 @@ class Checkpointer:
         read_only: bool = False,
     ):
         self.directory = checkpoint_dir(workdir)
+        self._options = (max_to_keep, async_save, read_only)
         if read_only and not self.directory.is_dir():
             raise FileNotFoundError(
                 f"{workdir} has no checkpoints/ folder; is it the --workdir of a training run?"
@@ -74,6 +126,62 @@ class Checkpointer:
                 read_only=read_only,
             ),
         )
+
+    def reload(self) -> None:
+        """A fresh manager (after steps were moved away on disk)."""
+        self.manager.close()
+        self.manager = self._manager(*self._options)
+
+    def restore_latest_readable(
+        self, abstract_state: Any, *, agree: Callable[[bool], bool] = bool,
+        main_process: bool = True, report: Callable[[str], None] = print,
+    ) -> tuple[int, Any]:
+        """(step, state) of the newest checkpoint that restores completely (its state and its
+        data-iterator record). Each newer one that does not is named with its problem through
+        ``report``, and moved to ``<workdir>/corrupt_checkpoints/`` once an older one has
+        restored (by the main process; ``agree`` makes every process of a multi-process run
+        take the same decision). Raises :class:`CorruptCheckpointError` (one line, naming
+        every step's problem) when none restores; nothing is moved then."""
+        problems: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            step_dir = self.directory / str(step)
+            ok, problem, brief = True, "", ""
+            with _quiet_failed_reads():
+                try:
+                    state = self.restore(step, abstract_state)
+                    for record in sorted((step_dir / "data_iter").glob("*.json")):
+                        json.loads(record.read_text())
+                except Exception as err:  # orbax/tensorstore/json: the zoo of read errors
+                    ok = False
+                    problem = describe_restore_error(err, step_dir)
+                    brief = describe_restore_error(err, step_dir, short=True)
+                    del err
+            if not agree(ok):
+                problem = problem or "unreadable on another process"
+                problems.append((step, brief or problem))
+                report(f"warning: checkpoint step {step} in {self.directory} cannot be read: "
+                       f"{problem}")
+                continue
+            if problems and main_process:
+                target = self.directory.parent / CORRUPT_DIR
+                target.mkdir(exist_ok=True)
+                for bad, _ in problems:
+                    dest = target / str(bad)
+                    if dest.exists():
+                        shutil.rmtree(dest)
+                    shutil.move(str(self.directory / str(bad)), str(dest))
+                report(f"warning: fell back to step {step}, the newest complete checkpoint; moved "
+                       f"the unreadable step(s) {[b for b, _ in problems]} to {target}")
+            if problems:
+                agree(True)  # the other processes wait for the move before looking again
+                self.reload()
+            return step, state
+        raise CorruptCheckpointError(
+            f"no checkpoint in {self.directory} can be restored (steps "
+            f"{', '.join(str(s) for s, _ in problems)}; step {problems[0][0]}: {problems[0][1]}"
+            f"{'; the others are named above' if len(problems) > 1 else ''}). If its files are damaged, start again in a new --workdir (or delete its "
+            "checkpoints/); if not, the config no longer builds the state they hold (a "
+            "--force-config change of the model or optimizer?)")
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""

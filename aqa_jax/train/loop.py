@@ -5,13 +5,21 @@ mesh → jitted ``train_step`` (donated, explicitly sharded state) → metrics (
 progress bar) → orbax checkpoint (state, adapters, data iterator, config). A run whose
 workdir already holds a checkpoint resumes from it and produces the same result as an
 uninterrupted run with the same config.
+
+The workdir is guarded (docs/RELIABILITY.md): one run at a time holds its lock
+(:mod:`aqa_jax.train.workdir`); a resume under another config stops with the diff unless
+forced; a state is checked finite before it is saved, so a NaN stop names a finite
+checkpoint; an unreadable newest checkpoint falls back to the previous one; SIGTERM saves a
+checkpoint and stops (:class:`TrainingPreempted`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -36,13 +44,59 @@ from aqa_jax.train.metrics_writer import CURVE_PNG, JSONL, MetricsWriter, plot_l
 from aqa_jax.train.optimizer import make_optimizer
 from aqa_jax.train.partition import trainable_predicate
 from aqa_jax.train.sharding import batch_sharding, global_batch, make_mesh, replicated
-from aqa_jax.train.state import abstract_state, abstract_variables, create_train_state, state_shardings
+from aqa_jax.train.state import (abstract_state, abstract_variables, create_train_state,
+                                  non_finite_parts, state_shardings)
+from aqa_jax.train.workdir import (_agree, check_resume_config, config_as_json, hold_workdir,
+                                   read_saved_config, record_config)
 from aqa_jax.train.step import make_predict_step, make_train_step
 
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss or the gradients became NaN/Inf; the message says where and what to do."""
+    """The loss, the gradients or the state became NaN/Inf; the message says where, which
+    checkpoint is the last finite one and what to do."""
+
+
+class TrainingPreempted(RuntimeError):
+    """SIGTERM (preemption) arrived: a checkpoint of ``step`` was saved; rerun to resume."""
+
+    def __init__(self, step: int, directory: Path):
+        super().__init__(f"stopped by SIGTERM after step {step}; its checkpoint is saved in "
+                         f"{directory}: run the same command again to resume")
+        self.step = step
+
+
+class _Preemption:
+    """Whether SIGTERM asked the run to stop, agreed by every process.
+
+    One process: a SIGTERM handler (installed while training, the previous one restored
+    after) sets a flag the loop reads after each step. Several processes: JAX's preemption
+    service (``jax.distributed``, which catches SIGTERM itself) picks the step at which all
+    of them save, through :func:`multihost_utils.reached_preemption_sync_point`, called at
+    every step; without that service, the processes' own flags are gathered every step.
+    """
+
+    def __init__(self) -> None:
+        self.flag = threading.Event()
+        self.previous = None
+        self.jax_service = False
+        if jax.process_count() > 1:
+            from jax._src import distributed
+
+            self.jax_service = getattr(distributed.global_state, "preemption_sync_manager",
+                                       None) is not None
+        if not self.jax_service and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.flag.set())
+
+    def requested(self, step: int) -> bool:
+        if self.jax_service:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return _agree(not self.flag.is_set()) is False if jax.process_count() > 1 else self.flag.is_set()
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
 
 
 def _split_host(batch: Mapping[str, Any], host_keys: tuple[str, ...]):
@@ -220,13 +274,40 @@ def write_evaluation(run: _Run, split: str, summary: Mapping[str, float],
                              table["score_pred"], table["score_true"], title=title, metrics=shown)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
+          force_config: bool = False) -> dict[str, Any]:
     """Trains (or resumes) the run of ``config`` in ``workdir``; returns its summary.
 
+    Process 0 holds the workdir's lock throughout (before anything else). A resume
+    prints "resuming from step N"; its config must match the saved ``config.json`` except
+    for :data:`aqa_jax.train.workdir.RESUMABLE_KEYS` and a longer run, unless
+    ``force_config`` (both configs stay in ``config_history.jsonl``).
+
     Raises:
-      NonFiniteLossError: the loss or a gradient became NaN/Inf (the step, the batch's
-        sample ids and the last good checkpoint are in the message).
+      NonFiniteLossError: the loss, a gradient or the state became NaN/Inf (the step, the
+        batch's sample ids and the last checkpoint verified finite are in the message).
+      TrainingPreempted: SIGTERM arrived; the step it stopped after is checkpointed.
+      aqa_jax.train.workdir.WorkdirLockedError: another live run holds the workdir.
+      aqa_jax.train.workdir.ConfigMismatchError: a resume under another config (the diff).
+      aqa_jax.train.checkpoint.CorruptCheckpointError: no checkpoint can be restored.
     """
+    with hold_workdir(workdir, process_index=jax.process_index()) as lock:
+        if lock is not None and lock.took_over:
+            print(f"warning: {lock.took_over}", file=sys.stderr, flush=True)
+        return _train(config, workdir, force_config)
+
+
+_ADVICE = ("it is the newest checkpoint there, so rerunning resumes from it: add --force-config "
+           "and a lower optimizer.lr (or an optimizer.grad_clip_norm)")
+
+
+def _old_total_steps(saved: Mapping[str, Any], run: _Run) -> int:
+    total = saved.get("total_steps") or 0
+    return int(total or int(saved.get("num_epochs", 0) or 0) * run.steps_per_epoch) or run.total_steps
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str | Path,
+           force_config: bool) -> dict[str, Any]:
     # Before anything else: a missing starting-weights file is a one-line error here.
     started_from = record_starting_point(config, workdir)
     run = _Run(config, workdir)
@@ -234,8 +315,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     ckpt_cfg = config.get("checkpoint", {})
     ckpt = Checkpointer(run.workdir, max_to_keep=int(ckpt_cfg.get("max_to_keep", 3)),
                         async_save=bool(ckpt_cfg.get("async_save", True)))
-    start = ckpt.latest_step()
-    if start is None:
+    def say(message: str, err: bool = False) -> None:
+        if main_process:
+            print(message, file=sys.stderr if err else sys.stdout, flush=True)
+
+    new_config = config_as_json(config)
+    latest = ckpt.latest_step()
+    changed: dict[str, Any] = {}
+    forced = False
+    if latest is None:
         init_from = config.get("init_from", "none")
         state = create_train_state(
             run.model, run.tx, run.example, run.shardings, seed=config.seed,
@@ -244,9 +332,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         start = 0
         resumed = False
     else:
-        state = ckpt.restore(start, run.abstract_state())
+        saved = read_saved_config(run.workdir)
+        where = str(run.workdir / "config.json")
+        if saved is None:  # config.json lost: the newest checkpoint's own copy
+            saved, where = ckpt.restore_item(latest, "config"), f"the config of checkpoint {latest}"
+        changed, forced = check_resume_config(
+            saved, new_config, old_total_steps=_old_total_steps(saved, run),
+            new_total_steps=run.total_steps, force=force_config, where=where)
+        start, state = ckpt.restore_latest_readable(
+            run.abstract_state(), agree=_agree, main_process=main_process,
+            report=lambda message: say(message, err=True))
         resumed = True
-        logging.info("resumed from step %d of %s", start, ckpt.directory)
+        say(f"resuming from step {start} of {ckpt.directory}")
     if config.get("precompute_features"):
         run.use_feature_cache(state)
     data_iter = iter(run.dataset(run.train_source, train=True))
@@ -254,7 +351,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         ckpt.restore_data_iter(start, data_iter)
     if main_process:
         run.workdir.mkdir(parents=True, exist_ok=True)
-        (run.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        event = "start" if not resumed else ("forced resume" if forced else "resume")
+        record_config(run.workdir, new_config, step=start, event=event, changed=changed)
     writer = MetricsWriter(run.workdir, enabled=main_process, resume_step=start if resumed else None)
 
     leading = 1 if run.k > 1 else 0
@@ -277,12 +375,30 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     every_eval = run.steps_per_epoch if every_eval < 0 else every_eval
     eval_split = config.data.get("eval_split")
     clips_per_step = config.batch_size * run.k
+    last_good = start  # the newest checkpoint verified finite (before it was written)
+
+    def save_checked(step: int, state: Any, ids: str = "") -> None:
+        """Saves ``state`` as ``step`` only if it is finite (one jitted reduction)."""
+        bad = non_finite_parts(state)
+        if bad and step == 0:
+            raise NonFiniteLossError(
+                f"the initial state is not finite ({', '.join(bad)}): check the starting "
+                f"weights (init_from={config.get('init_from', 'none')!r})")
+        if bad:
+            raise NonFiniteLossError(
+                f"step {step}: the state after this step is not finite ({', '.join(bad)}; its "
+                f"loss was {metrics['loss']}, this process's batch: {ids}), so it was not saved. "
+                "The last checkpoint, "
+                f"verified finite, is step {last_good} in {ckpt.directory}; {_ADVICE}")
+        ckpt.save(step, state, data_iter, config.to_dict())
+
+    metrics: dict[str, float] = {}
     if start == 0 and not resumed:
-        ckpt.save(0, state, data_iter, config.to_dict())
+        save_checked(0, state)
 
     bar = tqdm(total=run.total_steps, initial=start, disable=not main_process,
                desc=f"{config.method} {config.data.name}", unit="step", dynamic_ncols=True)
-    last_good = start
+    preemption = _Preemption()
     tic = time.perf_counter()
     try:
         for step in range(start + 1, run.total_steps + 1):
@@ -296,9 +412,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                 writer.close()
                 raise NonFiniteLossError(
                     f"step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not "
-                    f"finite (this process's batch: {', '.join(_ids(host))}). The last good "
-                    f"checkpoint is step {last_good} in {ckpt.directory}; resume from it with a "
-                    "lower optimizer.lr or optimizer.grad_clip_norm, or check those samples."
+                    f"finite (this process's batch: {', '.join(_ids(host))}). The last "
+                    f"checkpoint, verified finite, is step {last_good} in {ckpt.directory}; "
+                    f"{_ADVICE}, or check those samples."
                 )
             toc = time.perf_counter()
             metrics["clips_per_s"] = clips_per_step / max(toc - tic, 1e-9)
@@ -309,15 +425,25 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}",
                             clips_s=f"{metrics['clips_per_s']:.1f}")
-            if step % every_ckpt == 0 or step == run.total_steps:
-                ckpt.save(step, state, data_iter, config.to_dict())
+            saved_now = step % every_ckpt == 0 or step == run.total_steps
+            if saved_now:
+                save_checked(step, state, ", ".join(_ids(host)))
                 last_good = step
+            if step != run.total_steps and preemption.requested(step):
+                if not saved_now:
+                    save_checked(step, state, ", ".join(_ids(host)))
+                ckpt.wait()
+                bar.close()
+                writer.close()
+                raise TrainingPreempted(step, ckpt.directory)
             if eval_split and every_eval and step % every_eval == 0 and step != run.total_steps:
                 result, _ = evaluate(run, state, predict_step)
                 writer.write(step, result, split=eval_split)
     except BaseException:
         ckpt.wait()  # never leave an async save half-written behind exiting threads
         raise
+    finally:
+        preemption.close()
     bar.close()
     summary: dict[str, Any] = {"steps": run.total_steps, "param_counts": run.param_counts,
                                "started_from": started_from}

@@ -139,3 +139,30 @@ def _mirror_param_shardings(opt_state: Any, params: Any, params_sh: Any, default
         return default
 
     return jax.tree_util.tree_map_with_path(pick, opt_state)
+
+
+@jax.jit
+def _finiteness(state: TrainState) -> dict[str, jax.Array]:
+    def all_finite(tree: Any) -> jax.Array:
+        flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+                 if jnp.issubdtype(x.dtype, jnp.inexact)]
+        return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+    floats = [x.astype(jnp.float32) for x in jax.tree.leaves(state.params)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    norm_sq = sum((jnp.sum(jnp.square(x)) for x in floats), jnp.float32(0))
+    return {
+        "params": all_finite(state.params) & jnp.isfinite(norm_sq),
+        "batch_stats": all_finite(state.batch_stats),
+        "opt_state": all_finite(state.opt_state),
+    }
+
+
+def non_finite_parts(state: TrainState) -> list[str]:
+    """The parts of ``state`` that are not finite: ``params`` (a NaN/Inf value, or a global
+    L2 norm that overflows float32, i.e. values past ~1e19 that no further step survives),
+    ``batch_stats``, ``opt_state``. One jitted reduction on the devices; only three booleans
+    come back to the host."""
+    flags = _finiteness(state)  # replicated scalars: this process's copy is the answer
+    return [name for name in ("params", "batch_stats", "opt_state")
+            if not bool(np.asarray(flags[name].addressable_data(0)))]
