@@ -12,6 +12,11 @@ any config. Launched as several processes it first joins them with
 (``launch/local.py``, ``launch/slurm.py``), ``AQA_JAX_DISTRIBUTED=auto`` (``launch/tpu_pod.py``),
 torchrun's ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``/``LOCAL_RANK``, SLURM
 ``srun`` steps, Open MPI, GKE TPU slices. The same run is ``aqa-jax pretrain``.
+
+An existing run in ``--workdir`` resumes only under the same config (``--force-config``
+overrides, see docs/RELIABILITY.md). Exit status: 0 done, 1 NaN stop, 2 a one-line error
+(workdir in use, another config, no readable checkpoint, a bad config value), 143 stopped
+by SIGTERM after saving a checkpoint (rerun to resume).
 """
 
 from __future__ import annotations
