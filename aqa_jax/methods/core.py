@@ -148,10 +148,11 @@ def relative_score(batch: Mapping[str, jax.Array], use_dd: bool, prefix: str = "
 @dataclasses.dataclass(frozen=True)
 class CoRePairSampler(PairSampler):
     """:class:`PairSampler` plus CoRe's float labels computed on the host (module doc):
-    ``relative`` (float32 label of the query), ``exemplar_relative`` (M,), and in training the
-    leaf targets of both orderings, ``pair_leaf`` / ``pair_position`` / ``pair_inside``
-    (M, 2): ordering 0 has the exemplar as reference (Δ = label_q - label_e), ordering 1 the
-    query (Δ = label_e - label_q)."""
+    ``relative`` (float32 label of the query), ``exemplar_relative`` (M,), and the training
+    loss's leaf targets of both orderings, ``pair_leaf`` / ``pair_position`` / ``pair_inside``
+    (M, 2; in evaluation too, so both steps see one batch layout): ordering 0 has the
+    exemplar as reference (Δ = label_q - label_e), ordering 1 the query (Δ = label_e -
+    label_q)."""
 
     bounds: tuple[float, ...] = ()
     use_dd: bool = False
@@ -168,8 +169,9 @@ class CoRePairSampler(PairSampler):
         example["exemplar_relative"] = np.array(
             [self._label(s, example["exemplar_difficulty"][k] if self.use_dd else None)
              for k, s in enumerate(example["exemplar_score"])], np.float32)
-        if rng is not None:
-            q, e = example["relative"], example["exemplar_relative"]
+        # training targets; evaluation batches carry them too (one batch layout for the steps)
+        q, e = example["relative"], example["exemplar_relative"]
+        with np.errstate(invalid="ignore"):  # predict: a raw video's score is NaN
             delta = np.stack([np.float32(q) - e, e - np.float32(q)], axis=-1)  # float32
             example["pair_leaf"], example["pair_position"], example["pair_inside"] = pair_labels(delta, self.bounds)
         return example
