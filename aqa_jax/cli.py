@@ -108,6 +108,27 @@ def _cross_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_class(args: argparse.Namespace) -> int:
+    from aqa_jax.config_lib import DATASETS
+    from aqa_jax.cross_validation import run_classes
+
+    dataset = dict(item.partition("=")[::2] for item in args.config.partition(":")[2].split(",")).get("dataset", "")
+    if args.tasks:
+        tasks = args.tasks.split(",")
+    elif dataset in DATASETS:
+        tasks = list(DATASETS[dataset]["tasks"])
+    else:
+        raise ValueError(f"--config {args.config} names no dataset with classes: set dataset=aqa7 "
+                         "or pass --tasks")
+    report = run_classes(args.config, args.workdir, tasks, overrides=args.set or [])
+    for name, row in report["classes"].items():
+        print(f"{name}: test SRCC best {row['best']:.4f} (epoch {row['best_epoch']}, selected on the "
+              f"test split as the official runners do), last {row['last']:.4f}")
+    print(f"Fisher-z average over {len(report['classes'])} classes: best {report['fisher_z_best']:.4f}, "
+          f"last {report['fisher_z_last']:.4f} ({Path(args.workdir) / 'classes_report.json'})")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from aqa_jax.predict import format_result, predict_videos, to_json
 
@@ -260,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--last", type=int, default=10, help="epochs averaged at the end")
     cv.add_argument("--set", action="append", metavar="KEY=VALUE")
     cv.set_defaults(func=_cross_validate)
+
+    pc = sub.add_parser("classes", help="one run per action class (AQA-7), each class's test "
+                        "SRCC and their Fisher-z average")
+    pc.add_argument("--config", required=True, help="e.g. configs/core.py:dataset=aqa7; {task} in it "
+                    "is replaced by the class (e.g. pretrained=runs/pecop_{task})")
+    pc.add_argument("--workdir", required=True, help="<class>/ runs and classes_report.json go here")
+    pc.add_argument("--tasks", help="comma-separated classes (default: all of the dataset's)")
+    pc.add_argument("--set", action="append", metavar="KEY=VALUE")
+    pc.set_defaults(func=_per_class)
 
     pred = sub.add_parser("predict", help="score raw videos (mp4/avi/mov or frame folders) with a run")
     pred.add_argument("videos", nargs="+", help="video files or folders of frames")
