@@ -35,11 +35,46 @@ from aqa_jax.data.frames import FrameError, encode_video_frames, iter_video, res
 
 SHORT_SIDE = 256
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# Frames outside these bounds are refused before they are decoded or resized: resizing to short
+# side 256 scales the long side by 256 / short side, so a 1-pixel-high image of a few hundred
+# bytes would otherwise become gigabytes (issue 17 item 8).
+MIN_SIDE = 16
+MAX_ASPECT = 8.0
+MAX_PIXELS = 40_000_000  # 8K UHD is 33 Mpixel
+
+
+def check_frame_size(width: int, height: int, source: str) -> None:
+    """Raises :class:`FrameError` naming ``source`` when a frame is smaller than
+    :data:`MIN_SIDE`, longer than :data:`MAX_ASPECT` times its short side, or larger than
+    :data:`MAX_PIXELS`."""
+    short, long = min(width, height), max(width, height)
+    if short < MIN_SIDE or long > MAX_ASPECT * short or width * height > MAX_PIXELS:
+        raise FrameError(
+            f"{source}: a {width}x{height} frame is outside what predict reads (short side >= "
+            f"{MIN_SIDE}, aspect ratio <= {MAX_ASPECT:g}, <= {MAX_PIXELS // 1_000_000} Mpixel)")
+
+
+def _image_size(raw: bytes, source: str) -> None:
+    """Checks an image file's size from its header alone (PIL reads no pixels here)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return  # left to the decoder, whose failure names the file
+    check_frame_size(width, height, source)
 
 
 def read_video_record(path: str | Path, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A raw video or frame folder as a dataset-like record (see module docstring)."""
+    """A raw video or frame folder as a dataset-like record (see module docstring); frames of
+    an implausible size are refused (:func:`check_frame_size`), as is a video whose decoding
+    stops short of its container's frame count (a truncated file)."""
     import cv2
+
+    from aqa_jax.data.bad_input import check_frame_count
 
     path = Path(path)
     if path.is_dir():
@@ -49,22 +84,29 @@ def read_video_record(path: str | Path, labels: Mapping[str, Any] | None = None)
         frames = []
         for f in files:
             raw = f.read_bytes()
+            _image_size(raw, str(f))
             image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
                 raise FrameError(f"{f}: not a readable image")
+            check_frame_size(image.shape[1], image.shape[0], str(f))
             if f.suffix.lower() in (".jpg", ".jpeg") and min(image.shape[:2]) <= SHORT_SIDE:
                 frames.append(raw)  # the stored bytes, exactly as a builder keeps them
             else:
                 frames.extend(encode_video_frames([resize_short_side(image[..., ::-1], SHORT_SIDE)], None, 95))
     else:
-        frames = encode_video_frames(_shrink(iter_video(path)), None, 95)
+        frames = encode_video_frames(_shrink(iter_video(path), str(path)), None, 95)
+        try:
+            check_frame_count(len(frames), path)
+        except ValueError as err:
+            raise FrameError(str(err)) from None
     record = {"id": path.name, "frames": frames, "num_frames": len(frames), "score": np.float32(np.nan)}
     record.update(labels or {})
     return record
 
 
-def _shrink(frames):
+def _shrink(frames, source: str):
     for frame in frames:
+        check_frame_size(frame.shape[1], frame.shape[0], source)
         yield resize_short_side(frame, SHORT_SIDE) if min(frame.shape[:2]) > SHORT_SIDE else frame
 
 
@@ -79,6 +121,11 @@ class Predictor:
         from aqa_jax.train.checkpoint import Checkpointer
 
         config = load_run_config(workdir)
+        if config.get("method") == "vspp":
+            raise ValueError(
+                f"{workdir} is a PECoP pretraining run (method vspp): it predicts playback speed "
+                "and segment order, not a score; predict with a run fine-tuned from it, e.g. "
+                f"configs/usdl.py:init=pecop,pretrained={workdir}")
         if data_dir:
             config.data.data_dir = data_dir
         config.precompute_features = False  # raw videos go through the whole network
@@ -159,6 +206,9 @@ class Predictor:
                 sampler = dataclasses.replace(sampler, max_clips=1 << (record["num_clips"] - 1).bit_length())
         example = sampler(record, None)
         columns, outputs = self._run(example)
+        if "score_pred" not in columns:
+            raise ValueError(f"this {self.config.method} run predicts no score "
+                             f"({', '.join(sorted(columns))}); predict with a scoring run")
         out: dict[str, Any] = {"video": str(record["id"]), "score": float(columns["score_pred"][0]),
                                "num_frames": num_frames}
         for key in ("score_std", "exemplar_spread", "coarse_score"):
@@ -256,20 +306,40 @@ def predict_videos(workdir: str | Path, videos: Sequence[str | Path], *, step: i
                    labels: Mapping[str, Any] | None = None, data_dir: str | None = None,
                    plot_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Scores every video; an unreadable one gives ``{"video", "error"}`` instead."""
+    import cv2
+
     predictor = Predictor(workdir, step=step, data_dir=data_dir)
     results = []
+    names = plot_names(videos)
     for video in videos:
         try:
             result = predictor.score(read_video_record(video, labels))
-        except (FrameError, ValueError, OSError) as err:
-            results.append({"video": str(video), "error": str(err).splitlines()[0]})
+        except (FrameError, ValueError, OSError, cv2.error) as err:
+            lines = str(err).strip().splitlines() or [type(err).__name__]
+            results.append({"video": str(video), "error": lines[0] if not isinstance(err, cv2.error)
+                            else f"OpenCV cannot process it ({' '.join(' '.join(lines).split())})"})
             continue
         result["video"] = str(video)
         if plot_dir is not None:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)
-            result["plot"] = str(plot_prediction(result, Path(plot_dir) / f"{Path(video).name}.png"))
+            result["plot"] = str(plot_prediction(result, Path(plot_dir) / names[str(video)]))
         results.append(result)
     return results
+
+
+def plot_names(videos: Sequence[str | Path]) -> dict[str, str]:
+    """A distinct PNG name per video: ``<file name>.png``, and for videos that share a file
+    name (``a/clip.mp4``, ``b/clip.mp4``) the shortest tail of their paths that tells them apart,
+    joined by ``__`` (``a__clip.mp4.png``, ``b__clip.mp4.png``)."""
+    paths = {str(v): Path(v).resolve().parts for v in videos}
+    names: dict[str, str] = {}
+    for video, parts in paths.items():
+        depth = 1
+        while depth < len(parts) and any(
+                other != video and o[-depth:] == parts[-depth:] for other, o in paths.items()):
+            depth += 1
+        names[video] = "__".join(p.strip("/") or "root" for p in parts[-depth:]) + ".png"
+    return names
 
 
 def format_result(result: Mapping[str, Any]) -> str:

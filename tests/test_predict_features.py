@@ -87,11 +87,30 @@ def test_predict_equals_evaluation_and_reports_grades(feature_run, tmp_path):
         writer.write(frame)
     writer.release()
     (tmp_path / "broken.avi").write_bytes(b"not a video")
+    # issue 17 items 8 and 9: a 1-pixel-high PNG (upscaled to short side 256 before: gigabytes
+    # for a few hundred bytes) and a 5000x20 strip are refused in one line each before any
+    # resize; a copy of the first folder under the same name gets its own plot
+    for bad_name, shape in (("thin", (1, 60_000)), ("strip", (20, 5000))):
+        (tmp_path / bad_name).mkdir()
+        (tmp_path / bad_name / "0.png").write_bytes(cv2.imencode(".png", np.zeros(shape + (3,), np.uint8))[1].tobytes())
+    assert (tmp_path / "thin" / "0.png").stat().st_size < 1000
+    copy = tmp_path / "copy" / name
+    copy.mkdir(parents=True)
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
 
     code, out = _run_cli(["predict", "--checkpoint", str(workdir), str(folder), str(mp4),
-                          str(tmp_path / "broken.avi"), "--json", "--plot", str(tmp_path / "plots")])
-    assert code == 1  # one video failed, the others were scored
-    good, twice, bad = json.loads(out)
+                          str(tmp_path / "broken.avi"), str(tmp_path / "thin"), str(tmp_path / "strip"),
+                          str(copy), "--json", "--plot", str(tmp_path / "plots")])
+    assert code == 1  # some videos failed, the others were scored
+    good, twice, bad, thin, strip, same_name = json.loads(out)
+    assert thin["error"] == (f"{tmp_path / 'thin' / '0.png'}: a 60000x1 frame is outside what "
+                             "predict reads (short side >= 16, aspect ratio <= 8, <= 40 Mpixel)")
+    assert "a 5000x20 frame is outside" in strip["error"]
+    assert same_name["score"] == pytest.approx(good["score"], abs=1e-6)  # the same frames
+    assert {Path(good["plot"]).name, Path(same_name["plot"]).name} == {
+        f"{tmp_path.name}__{name}.png", f"copy__{name}.png"}
+    assert Path(same_name["plot"]).is_file()
     row = ids.index(name)
     assert good["score"] == pytest.approx(columns["score_pred"][row], abs=1e-4)
     assert good["coarse_score"] == pytest.approx(columns["coarse_score"][row], abs=1e-4)
@@ -120,3 +139,4 @@ def test_predict_equals_evaluation_and_reports_grades(feature_run, tmp_path):
 
     text = format_result(good)
     assert f"grade {good['grade']} of 0-3" in text and f"sub-grade {good['subgrade']} of 0-99" in text
+
