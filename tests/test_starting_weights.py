@@ -158,13 +158,19 @@ def test_named_weights_are_found_loaded_and_recorded(tmp_path, monkeypatch, synt
     for recorded in (json.loads((workdir / "config.json").read_text())["started_from"],
                      json.loads((workdir / "summary.json").read_text())["started_from"]):
         assert {k: recorded[k] for k in want} == want
-    # resuming needs the checkpoint, not the starting weights: the record stays as it was
+    # a resume needs the checkpoint, not the starting weights: the saved record is kept, so
+    # the resumed config equals the saved one
     import shutil
+
+    from aqa_jax.train.init_from import record_starting_point
 
     shutil.rmtree(weights)
     config = tiny_config(synthetic_data_dir, init_from="rgb_imagenet_hassony2", total_steps=2, trainable="bn",
                          model={"adapter_blocks": (), "final_endpoint": "Conv3d_2c_3x3"})
-    assert train(config, workdir)["started_from"]["sha256"] == want["sha256"]
+    saved = json.loads((workdir / "config.json").read_text())["started_from"]
+    assert record_starting_point(config, workdir) == saved and config.started_from.to_dict() == saved
+    with pytest.raises(FileNotFoundError, match="convert-weights"):  # a fresh run does need them
+        record_starting_point(config, tmp_path / "fresh_run")
     step0 = restore_state(workdir, 0)["params"]["backbone"]
     t = tmodel
     np.testing.assert_array_equal(step0["Conv3d_1a_7x7"]["conv"]["kernel"], _kernel(t.conv3d_1a_7x7.conv3d.weight))
