@@ -81,10 +81,13 @@ class _Preemption:
         self.previous = None
         self.jax_service = False
         if jax.process_count() > 1:
-            from jax._src import distributed
+            try:  # jax.distributed.initialize() starts it unless jax_enable_preemption_service=0
+                from jax._src import distributed
 
-            self.jax_service = getattr(distributed.global_state, "preemption_sync_manager",
-                                       None) is not None
+                self.jax_service = getattr(distributed.global_state, "preemption_sync_manager",
+                                           None) is not None
+            except ImportError:  # a JAX without that module: the gathered flags below
+                self.jax_service = False
         if not self.jax_service and threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGTERM, lambda *_: self.flag.set())
 
