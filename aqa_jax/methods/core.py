@@ -269,7 +269,8 @@ class Method(ScoreMethod):
             groups = None
             if self.use_dd:
                 labels = [label64(s, d) for s, d in zip(raw, self.pool.labels["difficulty"])]
-                groups = self.pool.groups if self.pool.group_key == "difficulty" else \
+                # MTLPair.delta(): pairs within the exemplar groups (DD, or dive number)
+                groups = self.pool.groups if self.pool.group_key else \
                     [round(float(d), 6) for d in self.pool.labels["difficulty"]]
             else:
                 labels = [label64(s, score_norm=norm) for s in raw]
