@@ -40,7 +40,8 @@ def runs(synthetic_data_dir, tmp_path_factory):
     out = {0: tmp_path_factory.mktemp("inspect_run0"), 1: tmp_path_factory.mktemp("inspect_run1")}
     train(tiny_config(synthetic_data_dir, seed=0, **TINY), out[0])
     shutil.copytree(out[0] / "checkpoints" / "0", out[1] / "checkpoints" / "0")
-    train(tiny_config(synthetic_data_dir, seed=1, **TINY), out[1])
+    # A deliberate resume under another seed: the workdir's config check is overridden.
+    train(tiny_config(synthetic_data_dir, seed=1, **TINY), out[1], force_config=True)
     return out
 
 
