@@ -66,6 +66,7 @@ class Setup:
     num_frames: int = 48
     size: int = 32
     clip_len: int = 16
+    tempo_periods: tuple[float, float] = (10.0, 20.0)  # frames a cycle at score 0 and 4
     num_unlabelled: int = 48
     num_train: int = 40
     num_val: int = 24
@@ -100,7 +101,7 @@ def make_split(setup: Setup, split: str, n: int) -> tuple[np.ndarray, np.ndarray
 
     videos = list(synthetic.generate_split(
         setup.data_seed, setup.task, split, num_subjects=n, num_frames=setup.num_frames,
-        size=setup.size, tempo=True))
+        size=setup.size, tempo=True, tempo_periods=tuple(setup.tempo_periods)))
     return np.stack([v.frames for v in videos]), np.array([v.score for v in videos], np.float32)
 
 

@@ -156,9 +156,15 @@ def render(
     return frames
 
 
-def tempo_period(rng: np.random.Generator, factors: dict[str, float]) -> float:
-    """The cycle of a ``tempo`` video: ``10 * (1 + slowing)`` frames, times U(0.95, 1.05)."""
-    return 10.0 * (1.0 + factors["slowing"]) * float(rng.uniform(0.95, 1.05))
+TEMPO_PERIODS = (10.0, 20.0)  # frames a cycle at slowing 0 and 1 (tempo videos)
+
+
+def tempo_period(rng: np.random.Generator, factors: dict[str, float],
+                 periods: tuple[float, float] = TEMPO_PERIODS) -> float:
+    """The cycle of a ``tempo`` video: from ``periods[0]`` (slowing 0) to ``periods[1]``
+    (slowing 1) frames, linearly, times U(0.95, 1.05)."""
+    lo, hi = periods
+    return (lo + (hi - lo) * factors["slowing"]) * float(rng.uniform(0.95, 1.05))
 
 
 def tempo_score(factors: dict[str, float]) -> float:
@@ -169,19 +175,21 @@ def tempo_score(factors: dict[str, float]) -> float:
 def generate_video(
     seed: int, task: str, subject: int, severity: float, *, num_frames: int = 64, size: int = 64,
     steady: bool = False, period: float | None = None, tempo: bool = False,
+    tempo_periods: tuple[float, float] = TEMPO_PERIODS,
 ) -> SyntheticVideo:
     """One deterministic sample of ``task`` for a subject with latent ``severity`` in [0, 1]
     (``steady``, ``period``: see :func:`movement_trace`).
 
     ``tempo``: the quality cue is the tempo alone. The movement is steady within the video
     (no hesitation, jitter or decrement, so a clip's only change of tempo is one VSPP makes),
-    its cycle lasts :func:`tempo_period` frames (10-20, from ``slowing``), and the score is
-    :func:`tempo_score`. The PECoP effect benchmark and the demo use it.
+    its cycle lasts :func:`tempo_period` frames (``tempo_periods``, 10-20 by default, from
+    ``slowing``), and the score is :func:`tempo_score`. The PECoP effect benchmark and the
+    demo use it.
     """
     rng = np.random.default_rng([seed, TASKS.index(task), subject])
     factors = draw_factors(rng, severity)
     if tempo:
-        steady, period = True, tempo_period(rng, factors)
+        steady, period = True, tempo_period(rng, factors, tempo_periods)
     trace = movement_trace(rng, factors, num_frames, steady=steady, period=period)
     frames = render(rng, task, trace, size)
     score = tempo_score(factors) if tempo else quality_score(factors)
@@ -200,6 +208,7 @@ def generate_split(
     steady: bool = False,
     period: float | None = None,
     tempo: bool = False,
+    tempo_periods: tuple[float, float] = TEMPO_PERIODS,
 ):
     """Yields the videos of one split; its subjects are disjoint from every other split's (as
     PD4T's). ``unlabelled`` (extra subjects for continual pretraining) and ``validation``
@@ -211,5 +220,5 @@ def generate_split(
         for v in range(videos_per_subject):
             yield generate_video(
                 seed, task, subject * 10 + v, severity, num_frames=num_frames, size=size,
-                steady=steady, period=period, tempo=tempo,
+                steady=steady, period=period, tempo=tempo, tempo_periods=tempo_periods,
             )
