@@ -67,6 +67,7 @@ class Setup:
     size: int = 32
     clip_len: int = 16
     tempo_periods: tuple[float, float] = (10.0, 20.0)  # frames a cycle at score 0 and 4
+    variants: tuple[str, ...] = VARIANTS  # Dom-G first: the others are compared with it
     num_unlabelled: int = 48
     num_train: int = 40
     num_val: int = 24
@@ -89,8 +90,11 @@ class Setup:
     forgetting_size: int = 112
 
 
-QUICK = dict(num_unlabelled=16, num_train=16, num_val=16, num_test=16, seeds=(0,),
-             pretrain_steps=120, ft_steps=4, ft_eval_every=2, bootstrap=200)
+# The slow test's reduced run: Dom-G and PECoP only, with the demo's pretraining (500 steps on
+# tempo 14-18, where VSPP's speed is learnable; docs/PECOP_EFFECT.md), small splits.
+QUICK = dict(num_unlabelled=24, num_train=16, num_val=16, num_test=16, seeds=(0,),
+             variants=("dom_g", "pecop"), tempo_periods=(14.0, 18.0),
+             pretrain_steps=500, ft_steps=4, ft_eval_every=2, bootstrap=200)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -609,10 +613,14 @@ def forgetting(pretrained: dict[str, dict[str, Any]], setup: Setup, log) -> dict
 
 # ---------------------------------------------------------------------------------------- report
 
+def _variants(results: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(results["setup"].get("variants", VARIANTS))
+
+
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """Mean ± sd over seeds and per-seed paired differences, per variant and protocol."""
     summary: dict[str, Any] = {}
-    for variant in VARIANTS:
+    for variant in _variants(results):
         runs = [results["seeds"][s][variant] for s in results["seeds"]]
         entry: dict[str, Any] = {}
         for proto in ("probe", "finetune"):
@@ -656,7 +664,7 @@ def table(results: dict[str, Any]) -> str:
         per = "; ".join(f"{x['diff']:+.3f} [{x['lo']:+.2f}, {x['hi']:+.2f}]" for x in v["per_seed"])
         return f"{v['mean_diff']:+.3f} ({per})"
 
-    for variant in VARIANTS:
+    for variant in _variants(results):
         e = s[variant]
         lines.append(
             f"| {LABELS[variant]} | {e['probe']['mean']:.3f} ± {e['probe']['sd']:.3f} | {delta(e['probe'])} | "
@@ -685,27 +693,28 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     s = results["summary"]
+    names = _variants(results)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    x = np.arange(len(VARIANTS))
+    x = np.arange(len(names))
     for ax, proto in zip(axes[:2], ("probe", "finetune")):
-        means = [s[v][proto]["mean"] for v in VARIANTS]
-        sds = [s[v][proto]["sd"] for v in VARIANTS]
+        means = [s[v][proto]["mean"] for v in names]
+        sds = [s[v][proto]["sd"] for v in names]
         ax.bar(x, means, yerr=sds, color=["#999", "#c96", "#69c", "#3a3"], alpha=0.7, capsize=4)
-        for i, v in enumerate(VARIANTS):
+        for i, v in enumerate(names):
             vals = s[v][proto]["per_seed"]
             ax.scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, color="k", s=12, zorder=3)
-        ax.set_xticks(x, [LABELS[v].split(" (")[0] for v in VARIANTS])
+        ax.set_xticks(x, [LABELS[v].split(" (")[0] for v in names])
         ax.set_ylabel("test SRCC")
         ax.set_title({"probe": "frozen probe (ridge)", "finetune": "fine-tune, backbone trainable"}[proto])
-        lo = min(min(s[v][proto]["per_seed"]) for v in VARIANTS)
+        lo = min(min(s[v][proto]["per_seed"]) for v in names)
         ax.set_ylim(max(-1.0, lo - 0.1), 1.0)
     ax = axes[2]
     width = 0.2
     for j, (key, name) in enumerate((("acc_speed_before", "speed before"), ("acc_speed", "speed after"),
                                      ("acc_segment_before", "segment before"), ("acc_segment", "segment after"))):
-        ax.bar(x + (j - 1.5) * width, [s[v][f"pretext_{key}"] for v in VARIANTS], width, label=name)
+        ax.bar(x + (j - 1.5) * width, [s[v][f"pretext_{key}"] for v in names], width, label=name)
     ax.axhline(0.25, color="k", ls="--", lw=1, label="chance")
-    ax.set_xticks(x, [LABELS[v].split(" (")[0] for v in VARIANTS])
+    ax.set_xticks(x, [LABELS[v].split(" (")[0] for v in names])
     ax.set_ylabel("held-out VSPP accuracy")
     ax.set_title("pretext task (VSPP)")
     ax.legend(fontsize=7)
@@ -769,7 +778,7 @@ def run(setup: Setup, out: Path, log: Callable[[str], None] = print) -> dict[str
     kept: dict[str, Any] = {}
     for seed in setup.seeds:
         per: dict[str, Any] = {}
-        for variant in VARIANTS:
+        for variant in setup.variants:
             log(f"  seed {seed} · {LABELS[variant]}")
             pre = pretrain(variant, seed, pool, val_v, setup, log)
             variables = pre.pop("variables")
@@ -791,7 +800,7 @@ def run(setup: Setup, out: Path, log: Callable[[str], None] = print) -> dict[str
                 f"{pre['seconds']:.0f}+{ft['seconds']:.0f} s")
             if seed == setup.seeds[0]:
                 kept[variant] = backbone_of(variables)
-        for variant in VARIANTS:
+        for variant in setup.variants:
             for proto in ("probe", "finetune"):
                 per[variant][proto]["vs_dom_g"] = paired_bootstrap(
                     per[variant][proto]["test_pred"], per["dom_g"][proto]["test_pred"], test_s,
@@ -799,7 +808,7 @@ def run(setup: Setup, out: Path, log: Callable[[str], None] = print) -> dict[str
         results["seeds"][str(seed)] = per
         if seed == setup.seeds[0]:
             log("  forgetting (seed %d backbones)" % seed)
-            results["forgetting"] = forgetting({v: kept.pop(v) for v in VARIANTS if v != "dom_g"}, setup, log)
+            results["forgetting"] = forgetting({v: kept.pop(v) for v in setup.variants if v != "dom_g"}, setup, log)
         # the report so far, rewritten after every seed (a run cut short keeps what it measured)
         results["summary"] = summarise(results)
         results["seconds"] = time.perf_counter() - tic
