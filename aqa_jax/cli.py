@@ -226,9 +226,9 @@ def _extract_features(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aqa-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="PECoP pretraining + USDL fine-tuning on synthetic_aqa (CPU, minutes)")
-    demo.add_argument("--workdir", default="runs/demo", help="where the three runs are written")
-    demo.add_argument("--task", default="finger_tapping",
+    demo = sub.add_parser("demo", help="PECoP continual pretraining and its downstream effect on synthetic videos (CPU, minutes)")
+    demo.add_argument("--workdir", default="runs/demo", help="where demo_summary.json is written")
+    demo.add_argument("--task", default="hand_movement",
                       choices=("finger_tapping", "hand_movement", "leg_agility"))
     demo.set_defaults(func=_demo)
     conv = sub.add_parser(

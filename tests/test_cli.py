@@ -41,18 +41,20 @@ def test_config_args():
     assert tuple(config.model.adapter_blocks) == ("Mixed_4b", "Mixed_5c")
 
 
-@pytest.mark.slow
-def test_demo_pretrains_finetunes_and_scores_the_synthetic_test_split_well(tmp_path):
+@pytest.mark.slow  # the demo: ~5-7 min on a free 2-core CPU
+def test_demo_learns_the_pretext_and_reports_the_effect_with_its_interval(tmp_path):
     out = subprocess.run([sys.executable, "-m", "aqa_jax.cli", "demo", "--workdir", str(tmp_path)],
                          capture_output=True, text=True, check=True, timeout=900).stdout
-    assert "1,109,068" in out  # the adapters, pecop_i3d.md §1
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
-    for run in ("USDL ← Kinetics-400", "USDL ← PECoP"):
-        assert summary[run]["test"]["srcc"] >= 0.8, summary[run]
-    assert summary["adapter_mb"] == pytest.approx(4.44, abs=0.01)
-    for run in ("usdl_kinetics", "usdl_pecop"):
-        assert (tmp_path / run / "scatter_test.png").is_file()
-        assert (tmp_path / run / "learning_curve.png").is_file()
+    after = summary["pretext_after"]  # held-out videos; chance 1/4 for speed and for segment
+    assert after["acc_speed"] >= 0.5 and after["acc_segment"] >= 0.5, after
+    assert "1,118,293 parameters" in out  # 1,109,068 adapter parameters (pecop_i3d.md §1) + heads
+    assert "1,109,068 adapter params" in summary["stored_per_task"]
+    paired = summary["pecop_minus_dom_g"]
+    assert paired["lo"] <= paired["diff"] <= paired["hi"]
+    verdict = "cannot separate" if paired["lo"] <= 0 <= paired["hi"] else "excludes 0"
+    assert verdict in out
+    assert "docs/PECOP_EFFECT.md" in out and "seeds" in out
 
 
 @pytest.mark.parametrize("override,message", [
