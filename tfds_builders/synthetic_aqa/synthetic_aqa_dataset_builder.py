@@ -4,9 +4,10 @@ Generated (no download), deterministic from the seed, one config per task. The s
 known function of decrement, slowing, hesitation and irregularity (aqa_jax.data.synthetic);
 train and test subjects are disjoint. Default size builds in seconds.
 
-``*_tempo`` (the demo's PECoP stage and fine-tuning): 48 frames of 32x32 whose score is the
-tempo alone (``synthetic.generate_video(tempo=True)``: steady cycles of 10-20 frames, score
-``4 * slowing``), with a validation split; 96/32/64 train/validation/test subjects.
+``*_tempo``: 48 frames of 32x32 whose score is the tempo alone
+(``synthetic.generate_video(tempo=True)``: steady cycles of 10-20 frames, score
+``4 * slowing``; the first design of benchmarks/pecop_effect.py), with a validation split;
+96/32/64 train/validation/test subjects, for ``aqa-jax train`` runs on that task.
 
 ``*_vspp`` (PECoP's debug config): every video moves at one steady tempo (a 16-frame cycle, no
 hesitation, jitter or decrement), so the one change of tempo in a VSPP clip is the segment
@@ -59,7 +60,7 @@ def _configs() -> list[SyntheticConfig]:
     ] + [
         SyntheticConfig(name=f"{task}_tempo", task=task, short_side=None, num_train=96,
                         num_validation=32, num_test=64, num_frames=48, size=32, tempo=True,
-                        description=f"{task} scored by its tempo alone (the PECoP demo)")
+                        description=f"{task} scored by its tempo alone (10-20 frames a cycle)")
         for task in synthetic.TASKS
     ] + [
         SyntheticConfig(name="finger_tapping_256", task="finger_tapping", short_side=None,
