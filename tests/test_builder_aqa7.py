@@ -130,3 +130,16 @@ def test_malformed_mat_row_names_the_file_and_row(tmp_path):
     scipy.io.savemat(mat, {"wrong_name": np.array(TEST)})
     with pytest.raises(ValueError, match="no variable consolidated_test_list"):
         build("aqa7", "diving", data_dir=str(tmp_path / "d2"), manual_dir=str(seven))
+
+
+def test_a_sample_in_both_split_lists_is_refused(tmp_path):
+    """Split 4 is disjoint; a class sample listed in train and test would leak test samples."""
+    seven = make_seven(tmp_path / "m")
+    test_mat = seven / "Split_4" / "split_4_test_list.mat"
+    scipy.io.savemat(test_mat, {"consolidated_test_list": np.array(TEST + [[1, 7, 80.25]])})
+    with pytest.raises(ValueError) as err:
+        build("aqa7", "diving", data_dir=str(tmp_path / "d"), manual_dir=str(seven))
+    message = str(err.value)
+    assert "1 sample(s)" in message and "7" in message and str(test_mat) in message
+    # another class's lists are unaffected: gym_vault builds
+    build("aqa7", "gym_vault", data_dir=str(tmp_path / "d2"), manual_dir=str(seven))

@@ -222,3 +222,14 @@ def test_real_mtl_aqa_values_in_unlv_layout(real_annotations, tmp_path):
     assert sum(k[0] in (1, 2, 3) for k in ann) == 372  # the size of the UNLV dict
     splits = {"train": [(1, 1), (3, 1)], "test": [(1, 2)]}
     _check_real(tmp_path, ann, splits, _subset_build(tmp_path, ann, splits))
+
+
+def test_a_key_in_both_split_files_is_refused(tmp_path):
+    """The released train/test lists are disjoint; a shared key would leak a test sample."""
+    root = make_manual(tmp_path / "m")
+    test_file = root / "UNLV_Dive_split_4" / "test_split_0.pkl"
+    dump(test_file, SPLIT_0["test"] + [(3, 7)])
+    with pytest.raises(ValueError) as err:
+        build(NAME, "default", data_dir=str(tmp_path / "d"), manual_dir=str(root))
+    assert "1 sample(s)" in str(err.value) and "(3, 7)" in str(err.value)
+    assert str(test_file) in str(err.value)

@@ -43,7 +43,7 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
-from aqa_jax.data.bad_input import BadSampleError
+from aqa_jax.data.bad_input import BadSampleError, check_split_overlap
 from aqa_jax.data.frames import encode_video_frames, read_image
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 
@@ -181,6 +181,13 @@ class Builder(AQAVideoBuilder):
                 raise FileNotFoundError(f"aqa7: missing {mat_path}.\n"
                                         f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
             splits[split] = self._generate_examples(split, mat_path, class_dir)
+        listed = {}  # the official split 4 is disjoint: a sample in both would leak test samples
+        for split in ("train", "test"):
+            mat_path = root / "Split_4" / f"split_4_{split}_list.mat"
+            listed[split] = (mat_path, [_as_int(r[1]) for r in read_split(mat_path, split)
+                                        if _as_int(r[0]) == self.builder_config.class_idx
+                                        and _as_int(r[1]) is not None])
+        check_split_overlap(f"aqa7/{name}", listed)
         return splits
 
     def _generate_examples(self, split: str, mat_path: Path, class_dir: Path):

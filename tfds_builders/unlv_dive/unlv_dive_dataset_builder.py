@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
+from aqa_jax.data.bad_input import check_split_overlap
 from aqa_jax.data.tfds_base import AQABuilderConfig, AQAVideoBuilder
 from tfds_builders.mtl_aqa.mtl_aqa_dataset_builder import (
     CITATION as MTL_AQA_CITATION,
@@ -125,10 +126,12 @@ class Builder(AQAVideoBuilder):
         ann_path = ann_dir / "final_annotations_dict.pkl"
         annotations = load_key_dict(ann_path)
         video_frames = VideoFrames(frames)
+        keys = {split: load_key_list(ann_dir / name) for split, name in names.items()}
+        # the released train/test lists are disjoint: a key in both would leak test samples
+        check_split_overlap(self.name, {s: (ann_dir / names[s], keys[s]) for s in names})
         return {
             split: self._generate_examples(
-                split, load_key_list(ann_dir / name), ann_dir / name, ann_path, annotations,
-                video_frames)
+                split, keys[split], ann_dir / name, ann_path, annotations, video_frames)
             for split, name in names.items()
         }
 
