@@ -12,40 +12,40 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 
 def average_ranks(values: Sequence[float]) -> np.ndarray:
-    """1-based ranks, tied values sharing the mean of the ranks they span."""
-    x = np.asarray(values, np.float64)
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    ranks = np.empty(len(x), np.float64)
-    start = 0
-    while start < len(x):
-        stop = start + 1
-        while stop < len(x) and sorted_x[stop] == sorted_x[start]:
-            stop += 1
-        ranks[order[start:stop]] = (start + stop + 1) / 2.0  # mean of ranks start+1..stop
-        start = stop
-    return ranks
+    """1-based ranks, tied values sharing the mean of the ranks they span
+    (``scipy.stats.rankdata(values, method="average")``)."""
+    return stats.rankdata(np.asarray(values, np.float64), method="average")
 
 
 def srcc(pred: Sequence[float], true: Sequence[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the average-rank vectors.
+    """Spearman's rho (``scipy.stats.spearmanr``): the Pearson correlation of the average-rank
+    vectors of two equal-length 1-D sequences.
 
-    NaN when either side is constant (as scipy), or when there are fewer than two samples.
+    NaN, without a warning, when it is undefined: either side constant (scipy's
+    ``ConstantInputWarning`` is silenced: a model that predicts one score for every sample, as
+    early in training, is an ordinary outcome of an evaluation, and the NaN says it), fewer
+    than two samples, or a NaN in either side (scipy's ``nan_policy="propagate"``).
+
+    Raises:
+      ValueError: when the inputs are not two 1-D arrays of the same length (``spearmanr``
+        would read 2-D inputs as several variables and return a matrix).
     """
     p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     if p.shape != t.shape or p.ndim != 1:
         raise ValueError(f"srcc needs two equal-length 1-D arrays, got {p.shape} and {t.shape}")
     if len(p) < 2:
         return float("nan")
-    rp, rt = average_ranks(p) - (len(p) + 1) / 2, average_ranks(t) - (len(t) + 1) / 2
-    denom = np.sqrt(np.sum(rp * rp) * np.sum(rt * rt))
-    return float(np.sum(rp * rt) / denom) if denom > 0 else float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(p, t).statistic)
 
 
 def relative_l2(pred: Sequence[float], true: Sequence[float]) -> float:

@@ -25,6 +25,19 @@ def test_srcc_hand_cases():
     np.testing.assert_allclose(metrics.average_ranks([5, 1, 5, 2]), [3.5, 1, 3.5, 2])
 
 
+def test_srcc_is_nan_without_a_warning_where_it_is_undefined(recwarn):
+    """Constant predictions (a model that has not learnt to rank yet) are an ordinary evaluation
+    outcome: NaN, and no ConstantInputWarning on every evaluation."""
+    assert np.isnan(metrics.srcc([2.0] * 6, [1, 2, 3, 4, 5, 6]))
+    assert np.isnan(metrics.srcc([1, 2, 3], [7, 7, 7]))
+    assert np.isnan(metrics.srcc([1.0], [2.0]))
+    assert not [w for w in recwarn if issubclass(w.category, stats.ConstantInputWarning)]
+    # a NaN prediction makes the figure NaN (it is not ranked as the largest value)
+    assert np.isnan(metrics.srcc([1.0, 2.0, np.nan, 4.0], [1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="1-D"):
+        metrics.srcc([[1, 2], [3, 4]], [[1, 2], [3, 4]])
+
+
 def test_relative_l2_uses_the_evaluated_ground_truth_range_and_is_x100():
     true, pred = np.array([60.0, 70.0, 80.0, 100.0]), np.array([62.0, 70.0, 76.0, 100.0])
     # range 40: ((2/40)^2 + 0 + (4/40)^2 + 0) / 4 * 100
