@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -31,8 +32,9 @@ def make_method(name="cofinal", **options):
 
 
 def init(net, batch, seed=0):
-    return jax.jit(lambda b: net.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
-                                      b, train=False))(batch)
+    """The model's variables, unboxed as training holds them (BN params carry logical axes)."""
+    return jax.jit(lambda b: nn.unbox(net.init(
+        {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}, b, train=False)))(batch)
 
 
 def applier(net, **kwargs):

@@ -105,7 +105,7 @@ import numpy as np
 
 from aqa_jax.methods.base import Method as BaseMethod
 from aqa_jax.metrics import regression_report
-from aqa_jax.models.layers import torch_uniform_init
+from aqa_jax.models.layers import BatchNorm, torch_uniform_init
 
 SUBGRADE_RESOLUTION = 10000  # y = g1 + g2 / 10000
 WEIGHT_PRESETS = (0, 1, 2, 3)
@@ -225,40 +225,11 @@ def _uniform(bound: float):
     return init
 
 
-class TorchBatchNorm(nn.Module):
-    """``BatchNorm1d`` over every axis but the last (batch and time), PyTorch numerics:
-    running ``(1 - m) r + m x`` with m = 0.1, the unbiased variance in the running estimate,
-    eps 1e-5. ``mask`` (broadcastable to x without its last axis) selects the positions whose
-    statistics count."""
-
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, use_running_average: bool,
-                 mask: jax.Array | None = None) -> jax.Array:
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        if use_running_average:
-            mean, var = ra_mean.value, ra_var.value
-        else:
-            axes = tuple(range(x.ndim - 1))
-            if mask is None:
-                weight = jnp.ones(x.shape[:-1] + (1,), x.dtype)
-            else:
-                weight = jnp.broadcast_to(mask, x.shape[:-1]).astype(x.dtype)[..., None]
-            count = jnp.sum(weight)
-            mean = jnp.sum(x * weight, axis=axes) / count
-            var = jnp.sum(jnp.square(x - mean) * weight, axis=axes) / count
-            if not self.is_initializing():
-                m = self.momentum
-                unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
-                ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
-                ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+def _torch_bn(name: str) -> BatchNorm:
+    """``BatchNorm1d`` with PyTorch's defaults over every axis but the last (batch and time):
+    momentum 0.1 (0.9 in Flax's convention), eps 1e-5, the unbiased variance in the running
+    estimate."""
+    return BatchNorm(momentum=0.9, epsilon=1e-5, unbiased_running_var=True, name=name)
 
 
 class TorchMultiheadAttention(nn.Module):
@@ -438,11 +409,10 @@ class CoFInAlHead(nn.Module):
         d_in = x.shape[-1]
         x = nn.Dense(d_in // 2, kernel_init=torch_uniform_init(d_in),
                      bias_init=torch_uniform_init(d_in), name="conv0")(x)
-        x = nn.relu(TorchBatchNorm(name="bn0")(x, use_running_average=use_running_average,
-                                               mask=h_mask))
+        x = nn.relu(_torch_bn("bn0")(x, use_running_average=use_running_average, mask=h_mask))
         x = nn.Dense(self.hidden_dim, kernel_init=torch_uniform_init(d_in // 2),
                      bias_init=torch_uniform_init(d_in // 2), name="conv1")(x)
-        x = TorchBatchNorm(name="bn1")(x, use_running_average=use_running_average, mask=h_mask)
+        x = _torch_bn("bn1")(x, use_running_average=use_running_average, mask=h_mask)
 
         ffn = 3 * self.hidden_dim
         for i in range(self.n_encoder):

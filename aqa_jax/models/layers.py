@@ -255,9 +255,19 @@ class BatchNorm(nn.Module):
     Variables match ``flax.linen.BatchNorm`` (params ``scale``/``bias``, batch_stats
     ``mean``/``var``). Batch statistics use a two-pass variance in float32. With
     ``unbiased_running_var`` the running variance is updated with the unbiased batch
-    variance (x n/(n-1)), as ``torch.nn.BatchNorm3d`` does — what PECoP's pretraining does to
-    the backbone statistics; Sonnet/Flax use the biased one. Normalisation always uses the
-    biased batch variance, as all of them do.
+    variance (x n/(n-1)), as ``torch.nn.BatchNorm1d/3d`` do — what PECoP's pretraining does to
+    the backbone statistics, and what every PyTorch-trained head (MSCADC, TSA, CoFInAl)
+    expects; Sonnet/Flax use the biased one. Normalisation always uses the biased batch
+    variance, as all of them do. ``momentum`` is Flax's (the running average keeps
+    ``momentum`` of itself): PyTorch's ``momentum=0.1`` is ``momentum=0.9`` here.
+
+    Kept instead of ``flax.linen.BatchNorm`` because Flax has no unbiased running variance:
+    its ``var`` update is always the biased batch variance (``tests/test_batch_norm.py`` shows
+    it, and compares this layer with ``torch.nn.BatchNorm1d``).
+
+    ``mask`` (broadcastable to ``x`` without its channel axis; True counts) restricts the
+    batch statistics to the masked positions, e.g. the real clips of padded videos: n is then
+    the number of those positions.
     """
 
     use_scale: bool = True
@@ -267,7 +277,8 @@ class BatchNorm(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, use_running_average: bool,
+                 mask: jax.Array | None = None) -> jax.Array:
         channels = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
@@ -276,11 +287,19 @@ class BatchNorm(nn.Module):
         else:
             axes = tuple(range(x.ndim - 1))
             xf = x.astype(jnp.float32)
-            mean = jnp.mean(xf, axes)
-            var = jnp.mean(jnp.square(xf - mean), axes)
-            if not self.is_initializing():
+            if mask is None:
                 n = math.prod(x.shape[:-1])
-                update_var = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
+                mean = jnp.mean(xf, axes)
+                var = jnp.mean(jnp.square(xf - mean), axes)
+                bessel = n / max(n - 1, 1)
+            else:
+                weight = jnp.broadcast_to(mask, x.shape[:-1]).astype(jnp.float32)[..., None]
+                n = jnp.sum(weight)
+                mean = jnp.sum(xf * weight, axes) / n
+                var = jnp.sum(jnp.square(xf - mean) * weight, axes) / n
+                bessel = n / jnp.maximum(n - 1.0, 1.0)
+            if not self.is_initializing():
+                update_var = var * bessel if self.unbiased_running_var else var
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1 - m) * mean
                 ra_var.value = m * ra_var.value + (1 - m) * update_var
