@@ -9,11 +9,12 @@ convolutions demand explicit output shardings). Parameters carry logical axis na
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MeshSpec = Sequence[tuple[str, int]]
 AxisRules = Sequence[tuple[str, str | None]]
+
+log = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
 
@@ -43,8 +46,12 @@ DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
 class DistributedArgs:
     """What :func:`initialize_distributed` passes to ``jax.distributed.initialize``.
 
-    ``source`` names the environment it came from (``aqa_jax``, ``torchrun``, ``slurm``,
-    ``openmpi``, ``auto``); a ``None`` field is left for JAX's own cluster detection to fill.
+    ``source`` names where it came from: ``aqa_jax`` (``AQA_JAX_COORDINATOR``), ``torchrun``,
+    the name of the JAX cluster detector that found the run (``ompi``, ``slurm``, ``gketpu``),
+    or ``auto`` (JAX detects everything). ``cluster_detection_method`` goes to ``initialize()``
+    as it is: ``"deactivate"`` where every argument was settled here (JAX then adds nothing,
+    e.g. no ``SLURM_LOCALID`` pinning to a run ``launch/local.py`` started inside an
+    allocation), a detector's name, or None (JAX's own order).
     """
 
     source: str
@@ -52,14 +59,24 @@ class DistributedArgs:
     num_processes: int | None = None
     process_id: int | None = None
     local_device_ids: tuple[int, ...] | None = None
+    cluster_detection_method: str | None = "deactivate"
 
     def kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``jax.distributed.initialize`` (``None`` ones left out)."""
+        """The process-group arguments of ``jax.distributed.initialize`` (``None`` ones left
+        out; ``cluster_detection_method`` is not among them)."""
         out = {k: getattr(self, k) for k in
                ("coordinator_address", "num_processes", "process_id", "local_device_ids")}
         if out["local_device_ids"] is not None:
             out["local_device_ids"] = list(out["local_device_ids"])
         return {k: v for k, v in out.items() if v is not None}
+
+    def initialize_kwargs(self) -> dict[str, Any]:
+        """Everything ``jax.distributed.initialize`` receives: :meth:`kwargs` plus
+        ``cluster_detection_method`` when it is set."""
+        out = self.kwargs()
+        if self.cluster_detection_method is not None:
+            out["cluster_detection_method"] = self.cluster_detection_method
+        return out
 
 
 def _first(env: Mapping[str, str], *names: str) -> str | None:
@@ -77,112 +94,169 @@ def _int(env: Mapping[str, str], *names: str) -> int | None:
 
 
 def _local_device_ids(env: Mapping[str, str], *rank_vars: str) -> tuple[int, ...] | None:
-    """One accelerator per process: ``AQA_JAX_LOCAL_DEVICE_IDS`` (``0,1``), else the local
-    rank, unless ``CUDA_VISIBLE_DEVICES`` already shows this process a single GPU (SLURM's
-    ``--gpus-per-task=1`` binding), where the only visible device is the one to use."""
+    """This process's accelerators where they are decided here rather than by JAX's cluster
+    detection: ``AQA_JAX_LOCAL_DEVICE_IDS`` (``0,1``); else ``(0,)`` when
+    ``CUDA_VISIBLE_DEVICES`` shows this process a single GPU (SLURM's ``--gpus-per-task=1``
+    binding; kept because JAX's detection would pin device ``SLURM_LOCALID``, which does not
+    exist among one visible GPU); else the first of ``rank_vars`` that is set (torchrun's
+    ``LOCAL_RANK``, which JAX does not read); None leaves it to JAX."""
     explicit = env.get("AQA_JAX_LOCAL_DEVICE_IDS", "").strip()
     if explicit:
         return tuple(int(i) for i in explicit.split(","))
     visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     if len(visible) == 1:
         return (0,)
-    local = _int(env, *rank_vars)
+    local = _int(env, *rank_vars) if rank_vars else None
     return None if local is None else (local,)
 
 
-def slurm_first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: ``node001``, ``node[001-016],gpu7`` → ``node001``,
-    ``gpu-a[07,09-12]`` → ``gpu-a07`` (what ``scontrol show hostnames | head -1`` prints)."""
-    nodelist = nodelist.strip()
-    cut = next((i for i, ch in enumerate(nodelist) if ch in ",["), len(nodelist))
-    if cut == len(nodelist) or nodelist[cut] == ",":
-        return nodelist[:cut]
-    inside = nodelist[cut + 1:]
-    first = inside[: next(i for i, ch in enumerate(inside) if ch in ",-]")]
-    return nodelist[:cut] + first
+# JAX's cluster detectors (jax._src.clusters, the same from jax 0.10 to 0.12) that tell from
+# environment variables whether they are present, so they are asked on every start: Open
+# MPI's mpirun (OMPI_MCA_orte_hnp_uri), a SLURM srun step, a GKE TPU slice
+# (TPU_WORKER_HOSTNAMES on a TPU host; its slice count may come from the metadata server).
+# The others query a server to know (GCE TPU metadata, the Kubernetes API) or are opt-in
+# (mpi4py): AQA_JAX_DISTRIBUTED=auto or =<name> asks for them.
+_ENV_ONLY_DETECTORS = ("ompi", "slurm", "gketpu")
+# Those whose arguments are worked out here, through JAX's own code, so they can be logged and
+# overridden; a TPU slice's are left to initialize() (its detector waits for DNS).
+_RESOLVED_HERE = ("ompi", "slurm")
 
 
-def slurm_port(job_id: int) -> int:
-    """JAX's own choice of coordinator port under SLURM: one of 61440-65535 from the job id."""
-    return job_id % 2**12 + (65535 - 2**12 + 1)
+@contextlib.contextmanager
+def _environment(env: Mapping[str, str] | None) -> Iterator[None]:
+    """Shows ``env`` as ``os.environ`` to JAX's cluster detectors (they read ``os.environ``)
+    for the duration, without changing the process's real (C-level) environment."""
+    if env is None or env is os.environ:
+        yield
+        return
+    real = os.environ
+    os.environ = dict(env)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os.environ = real
+
+
+def _detectors() -> list[Any]:
+    from jax._src import clusters  # the detectors jax.distributed.initialize() itself uses
+
+    return list(clusters.ClusterEnv._cluster_types)
+
+
+def detector_names() -> tuple[str, ...]:
+    """The names ``AQA_JAX_DISTRIBUTED`` (and ``cluster_detection_method``) accept: JAX's
+    cluster detectors, e.g. ``ompi``, ``slurm``, ``mpi4py``, ``gketpu``, ``gcetpu``."""
+    return tuple(d.name for d in _detectors() if d.name and d.name != "tpu")
+
+
+def _multi_process_cluster(env: Mapping[str, str] | None) -> Any | None:
+    """The first of JAX's env-only detectors (in JAX's own order) that finds this process in a
+    cluster of more than one process, or None.
+
+    The "more than one" test is kept here because JAX's detection does not make it: a
+    one-task SLURM step or an sbatch script with ``SLURM_NTASKS=1`` is a SLURM cluster to JAX,
+    and ``initialize()`` would then start a coordinator service for nothing and pin the task
+    to GPU ``SLURM_LOCALID``, hiding the node's other GPUs from a single-process run.
+    """
+    with _environment(env):
+        for detector in _detectors():
+            if detector.name in _ENV_ONLY_DETECTORS and detector.is_env_present():
+                return detector if detector.get_process_count() > 1 else None
+    return None
+
+
+def _resolve(detector: Any, env: Mapping[str, str] | None, coordinator: str | None,
+             num: int | None, pid: int | None, local: tuple[int, ...] | None
+             ) -> tuple[str | None, int | None, int | None, tuple[int, ...] | None]:
+    """The arguments ``detector`` fills in where these are None, by JAX's own code
+    (``ClusterEnv.auto_detect_unset_distributed_params``: coordinator host and port,
+    ``JAX_COORDINATOR_PORT``, ranks, one device per process except on TPU)."""
+    from jax._src import clusters
+
+    with _environment(env):
+        coordinator, num, pid, ids = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+            coordinator, num, pid, None if local is None else list(local), detector.name, 300)
+    return coordinator, num, pid, None if ids is None else tuple(int(i) for i in ids)
 
 
 def distributed_args(env: Mapping[str, str] | None = None) -> DistributedArgs | None:
-    """How this process joins a multi-process run, from its environment (pure: no JAX call).
+    """How this process joins a multi-process run, from its environment (no JAX runtime is
+    started). Cluster detection is JAX's own (``jax._src.clusters``: SLURM, Open MPI, TPU
+    slices, ...); what remains here is what JAX's detection does not do.
 
     Checked in this order; ``None`` means a single process (no ``initialize()``):
 
-    1. ``AQA_JAX_DISTRIBUTED=off`` → None; ``=auto`` → ``initialize()`` with no arguments
-       (JAX detects the cluster itself: what ``launch/tpu_pod.py`` sets on a TPU VM slice).
+    1. ``AQA_JAX_DISTRIBUTED``: ``off`` → None; ``auto`` → ``initialize()`` with no arguments
+       (JAX detects the cluster, e.g. through a Cloud TPU VM's metadata server: what
+       ``launch/tpu_pod.py`` sets); the name of one of JAX's detectors (``mpi4py`` for an Open
+       MPI 5 ``mpirun``, ``gcetpu``, ...) → that detector.
     2. ``AQA_JAX_COORDINATOR`` (``host:port``; ``launch/local.py``, ``launch/slurm.py``):
-       ``AQA_JAX_NUM_PROCESSES`` / ``AQA_JAX_PROCESS_ID``, each falling back to the
-       launcher's own (``SLURM_NTASKS``/``SLURM_PROCID``, ``WORLD_SIZE``/``RANK``,
-       ``OMPI_COMM_WORLD_SIZE``/``OMPI_COMM_WORLD_RANK``), so one exported coordinator serves
-       every task of an ``srun``.
+       kept because it is the project's own; ``AQA_JAX_NUM_PROCESSES`` /
+       ``AQA_JAX_PROCESS_ID``, else torchrun's ``WORLD_SIZE`` / ``RANK``, else what JAX's
+       detection finds (SLURM's or Open MPI's ranks), so one exported coordinator serves every
+       task of an ``srun``.
     3. torchrun style, ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE`` > 1, ``RANK``,
-       ``LOCAL_RANK``: the coordinator is ``MASTER_ADDR:MASTER_PORT``, or
-       ``MASTER_PORT + 1`` under ``torchrun`` itself (``TORCHELASTIC_RUN_ID`` set), whose
-       agent already listens on ``MASTER_PORT``; ``JAX_COORDINATOR_PORT`` overrides the port.
-    4. SLURM, inside an ``srun`` step with ``SLURM_NTASKS`` > 1: the first host of
-       ``SLURM_STEP_NODELIST`` at JAX's job-id port (or ``JAX_COORDINATOR_PORT``),
-       ``SLURM_PROCID``, one GPU per task from ``SLURM_LOCALID``.
-    5. Open MPI, ``OMPI_COMM_WORLD_SIZE`` > 1: sizes and ranks from Open MPI, the coordinator
-       left to JAX (it reads it from ``OMPI_MCA_orte_hnp_uri``).
-    6. A TPU slice seen through ``TPU_WORKER_HOSTNAMES`` (GKE) with several hosts, or
-       ``MEGASCALE_COORDINATOR_ADDRESS`` (multislice): ``initialize()`` with no arguments.
+       ``LOCAL_RANK``: kept because JAX has no torchrun detector. The coordinator is
+       ``MASTER_ADDR:MASTER_PORT``, or ``MASTER_PORT + 1`` under ``torchrun`` itself
+       (``TORCHELASTIC_RUN_ID`` set), whose agent already listens on ``MASTER_PORT``;
+       ``JAX_COORDINATOR_PORT`` overrides the port.
+    4. JAX's env-only detectors, in JAX's order (Open MPI's ``mpirun``, a SLURM ``srun``
+       step, a GKE TPU slice), when they find more than one process (see
+       :func:`_multi_process_cluster` for why that test is made here). Open MPI's and SLURM's
+       arguments are worked out by JAX's code here, so they are logged; a TPU slice's are
+       left to ``initialize()``.
 
-    Local device ids (one GPU per process) come from ``AQA_JAX_LOCAL_DEVICE_IDS`` or the local
-    rank (see :func:`_local_device_ids`); never on TPU, where JAX assigns them.
+    Local device ids (one GPU per process): see :func:`_local_device_ids`; otherwise JAX's
+    rule (the detector's local rank, never on TPU).
+
+    ``env`` defaults to ``os.environ``; a given mapping is what JAX's detectors read too.
     """
-    env = os.environ if env is None else env
-    mode = env.get("AQA_JAX_DISTRIBUTED", "").strip().lower()
+    environ = os.environ if env is None else env
+    mode = environ.get("AQA_JAX_DISTRIBUTED", "").strip().lower()
     if mode in ("0", "off", "false", "no"):
         return None
     if mode == "auto":
-        return DistributedArgs("auto")
+        return DistributedArgs("auto", cluster_detection_method=None)
+    if mode in detector_names():
+        return DistributedArgs(mode, cluster_detection_method=mode)
     if mode:
-        raise ValueError(f"AQA_JAX_DISTRIBUTED={mode!r}: use 'auto' or 'off' (or leave it unset)")
-    local_ranks = ("SLURM_LOCALID", "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK")
-    coordinator = env.get("AQA_JAX_COORDINATOR", "").strip()
+        raise ValueError(f"AQA_JAX_DISTRIBUTED={mode!r}: use 'auto', 'off', one of JAX's "
+                         f"cluster detectors {list(detector_names())}, or leave it unset")
+    cluster = _multi_process_cluster(env)
+    coordinator = environ.get("AQA_JAX_COORDINATOR", "").strip()
     if coordinator:
-        num = _int(env, "AQA_JAX_NUM_PROCESSES", "SLURM_NTASKS", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE")
-        pid = _int(env, "AQA_JAX_PROCESS_ID", "SLURM_PROCID", "RANK", "OMPI_COMM_WORLD_RANK")
+        num = _int(environ, "AQA_JAX_NUM_PROCESSES", "WORLD_SIZE")
+        pid = _int(environ, "AQA_JAX_PROCESS_ID", "RANK")
+        local = _local_device_ids(environ, "LOCAL_RANK")
+        if cluster is not None and cluster.name in _RESOLVED_HERE:
+            _, num, pid, local = _resolve(cluster, env, coordinator, num, pid, local)
         if num is None or pid is None:
             raise ValueError(
                 f"AQA_JAX_COORDINATOR={coordinator} is set but the number of processes or this "
                 "process's id is not: set AQA_JAX_NUM_PROCESSES and AQA_JAX_PROCESS_ID (or run "
                 "under srun/torchrun/mpirun, which set them)")
-        return DistributedArgs("aqa_jax", coordinator, num, pid,
-                               _local_device_ids(env, *local_ranks))
-    world = _int(env, "WORLD_SIZE")
-    if env.get("MASTER_ADDR") and world is not None and world > 1:
-        port = _int(env, "JAX_COORDINATOR_PORT")
+        return DistributedArgs("aqa_jax", coordinator, num, pid, local)
+    world = _int(environ, "WORLD_SIZE")
+    if environ.get("MASTER_ADDR") and world is not None and world > 1:
+        port = _int(environ, "JAX_COORDINATOR_PORT")
         if port is None:
-            port = _int(env, "MASTER_PORT")
+            port = _int(environ, "MASTER_PORT")
             if port is None:
                 raise ValueError("MASTER_ADDR and WORLD_SIZE are set but MASTER_PORT is not")
-            port += 1 if env.get("TORCHELASTIC_RUN_ID") else 0
-        return DistributedArgs("torchrun", f"{env['MASTER_ADDR']}:{port}", world,
-                               _int(env, "RANK"), _local_device_ids(env, "LOCAL_RANK"))
-    ntasks = _int(env, "SLURM_NTASKS")
-    if env.get("SLURM_STEP_NODELIST") and env.get("SLURM_JOB_ID") and ntasks and ntasks > 1:
-        port = _int(env, "JAX_COORDINATOR_PORT") or slurm_port(int(env["SLURM_JOB_ID"]))
-        return DistributedArgs("slurm", f"{slurm_first_host(env['SLURM_STEP_NODELIST'])}:{port}",
-                               ntasks, _int(env, "SLURM_PROCID"),
-                               _local_device_ids(env, "SLURM_LOCALID"))
-    ompi = _int(env, "OMPI_COMM_WORLD_SIZE")
-    if ompi and ompi > 1:
-        return DistributedArgs("openmpi", None, ompi, _int(env, "OMPI_COMM_WORLD_RANK"),
-                               _local_device_ids(env, "OMPI_COMM_WORLD_LOCAL_RANK"))
-    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
-    if len(hosts) > 1 or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
-        return DistributedArgs("auto")
-    return None
+            port += 1 if environ.get("TORCHELASTIC_RUN_ID") else 0
+        return DistributedArgs("torchrun", f"{environ['MASTER_ADDR']}:{port}", world,
+                               _int(environ, "RANK"), _local_device_ids(environ, "LOCAL_RANK"))
+    if cluster is None:
+        return None
+    if cluster.name not in _RESOLVED_HERE:
+        return DistributedArgs(cluster.name, cluster_detection_method=cluster.name)
+    return DistributedArgs(cluster.name, *_resolve(cluster, env, None, None, None,
+                                                   _local_device_ids(environ)))
 
 
 def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
-    """Calls ``jax.distributed.initialize(**distributed_args(env).kwargs())`` when this
-    process is one of several (see :func:`distributed_args`). On CPU the collectives go
+    """Calls ``jax.distributed.initialize(**distributed_args(env).initialize_kwargs())`` when
+    this process is one of several (see :func:`distributed_args`). On CPU the collectives go
     through gloo. Returns whether a multi-process runtime was set up.
     """
     args = distributed_args(env)
@@ -190,8 +264,8 @@ def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
         return False
     # Must not touch the backend before initialize(); gloo only matters to CPU devices.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    logging.info("jax.distributed.initialize from %s: %s", args.source, args.kwargs())
-    jax.distributed.initialize(**args.kwargs())
+    log.info("jax.distributed.initialize from %s: %s", args.source, args.initialize_kwargs())
+    jax.distributed.initialize(**args.initialize_kwargs())
     return True
 
 
