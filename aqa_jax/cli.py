@@ -1,15 +1,37 @@
-"""The ``aqa-jax`` command."""
+"""The ``aqa-jax`` command: Action Quality Assessment in JAX/Flax (PECoP, USDL/MUSDL, CoRe, TSA,
+C3D-AVG/MSCADC, CoFInAl/GDLT), from building a dataset to scoring raw videos."""
 
 from __future__ import annotations
 
 import argparse
-import pickle
+import dis
+import logging
 import re
 import sys
+import traceback
+from importlib import metadata
 from pathlib import Path
+from types import TracebackType
 from typing import Sequence
 
 import numpy as np
+
+EXAMPLES = """\
+examples:
+  aqa-jax demo                          # PECoP and its effect on synthetic videos (CPU, minutes)
+  aqa-jax build-data synthetic_aqa --config finger_tapping    # a dataset into ArrayRecord
+  aqa-jax build-data pd4t --config gait --manual-dir /data/PD4T
+  aqa-jax config configs/core.py:dataset=pd4t,task=gait       # the config train would run
+  aqa-jax train --config configs/pecop.py:dataset=pd4t,task=gait --workdir runs/pecop_gait
+  aqa-jax evaluate runs/core_gait       # per-sample CSV and scatter plot of a run
+  aqa-jax predict --checkpoint runs/core_gait patient_07.mp4 --plot
+  aqa-jax extract-features --videos clips/ --out features/    # per-clip I3D features
+  aqa-jax classify video.mp4            # Kinetics-400 top-5: a quick check of the backbone
+
+Datasets go to $AQA_JAX_DATA_DIR (or --data-dir). `aqa-jax COMMAND --help` lists a command's
+options. Errors are one line (exit status 2; 1: a NaN stop or unreadable videos; 143:
+preempted, checkpoint saved); --debug shows their traceback.
+"""
 
 
 def _convert_weights(args: argparse.Namespace) -> int:
@@ -224,7 +246,12 @@ def _extract_features(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aqa-jax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aqa-jax", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of every error (by default the project's own "
+                        "errors are one line) and debug log lines")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="PECoP continual pretraining and its downstream effect on synthetic videos (CPU, minutes)")
     demo.add_argument("--workdir", default="runs/demo", help="where demo_summary.json is written")
@@ -338,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "bad_videos_<split>.json); by default they are named, the others saved, and "
                        "the split is finished by a rerun (which resumes)")
     feats.set_defaults(func=_extract_features)
+    for command in set(sub.choices.values()):  # --debug after the command name works as well
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of every error")
     return parser
 
 
@@ -376,30 +406,145 @@ def _damaged_checkpoint(err: BaseException) -> str | None:
             "(training itself falls back to the newest complete checkpoint)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; every error a user can cause is one line on stderr and rc 2 (rc 1:
-    some videos failed, or a NaN stop). Unexpected errors keep their traceback."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as err:
-        damaged = _damaged_checkpoint(err)
-        print(f"aqa-jax {args.command}: error: {damaged or _one_line(err)}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:  # e.g. NonFiniteLossError: the message says what to do
-        if type(err).__name__ == "TrainingPreempted":  # SIGTERM: checkpoint saved
-            print(f"aqa-jax {args.command}: {err}", file=sys.stderr)
-            return 143  # 128 + SIGTERM, as for a process the signal ended
-        if type(err).__name__ != "NonFiniteLossError":
-            raise
-        print(f"aqa-jax {args.command}: stopped: {err}", file=sys.stderr)
+def version_text() -> str:
+    """``aqa-jax 0.1.0 (jax 0.10.2, jaxlib 0.10.2, Python 3.11.9)``, read from the installed
+    packages' metadata (JAX is not imported)."""
+    from aqa_jax import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return (f"aqa-jax {__version__} (jax {installed('jax')}, jaxlib {installed('jaxlib')}, "
+            f"Python {python})")
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Logging:
+    """The ``aqa_jax`` logger sends its records (progress lines off a terminal, see
+    ``aqa_jax.progress``; warnings) to stderr, timestamped, at INFO (DEBUG with ``--debug``),
+    for the duration of a command; nothing else's logging is touched (absl, orbax and jax stay
+    at their own levels). On exit the logger is as it was."""
+
+    def __init__(self, debug: bool):
+        self.level = logging.DEBUG if debug else logging.INFO
+
+    def __enter__(self) -> "_Logging":
+        self.logger = logging.getLogger("aqa_jax")
+        self.saved = (self.logger.level, self.logger.propagate)
+        self.handler = logging.StreamHandler(sys.stderr)  # the stderr of this command
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.logger.propagate = False  # a root handler (some libraries add one) would repeat it
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.saved[0])
+        self.logger.propagate = self.saved[1]
+
+
+PROJECT_PACKAGES = ("aqa_jax", "configs", "tfds_builders")
+# Exception types that, raised by the project's own code, report a user's mistake (a bad value
+# or option, a missing file or package, a refused pickle) rather than a bug.
+USER_ERRORS = (ValueError, OSError, ImportError)
+
+
+def _project_module(name: str) -> bool:
+    """Whether module ``name`` is the project's: ``aqa_jax``, ``configs``, ``tfds_builders``,
+    or a config file loaded by ``aqa_jax.config_args.load_module`` (``aqa_jax_configs_*``)."""
+    return name.split(".")[0] in PROJECT_PACKAGES or name.startswith("aqa_jax_configs_")
+
+
+def _last_frame(err: BaseException) -> TracebackType | None:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
+
+
+def _project_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of the project's own errors, which the CLI shows as one line.
+
+    Either its class is the project's (``ConfigError``, ``CorruptCheckpointError``,
+    ``BadSampleError``, ...), or it is a :data:`USER_ERRORS` type and the last frame of its
+    traceback is the project's, where either a ``raise`` statement raised it (a check of ours
+    that failed, with its message) or it is an ``OSError`` / ``ImportError`` met by our code
+    (a file the user named, a package to install). A ``ValueError`` from a failed unpacking or
+    ``int()`` in our code is a bug and keeps its traceback, as does anything raised inside a
+    library (a shape error inside JAX, a tensorflow_datasets assertion). Asking for the
+    ``raise`` statement also keeps JAX's traceback filtering from passing its errors off as
+    ours: an error crossing ``jit`` loses JAX's frames, so its last frame is our line that
+    called JAX, but that line is a call, not a ``raise``.
+    """
+    if _project_module(type(err).__module__):
+        return True
+    tb = _last_frame(err)
+    if tb is None or not isinstance(err, USER_ERRORS):
+        return False
+    if not _project_module(tb.tb_frame.f_globals.get("__name__", "")):
+        return False
+    if isinstance(err, (OSError, ImportError)):
+        return True
+    return _instruction(tb) == "RAISE_VARARGS"
+
+
+def _instruction(tb: TracebackType) -> str:
+    """The bytecode instruction of ``tb``'s frame that was running when the error passed."""
+    return next((ins.opname for ins in dis.get_instructions(tb.tb_frame.f_code)
+                 if ins.offset == tb.tb_lasti), "")
+
+
+HINT = " (--debug shows the traceback)"
+
+
+def report_error(err: BaseException, prefix: str, debug: bool = False) -> int | None:
+    """Prints the one line of a project error (see :func:`_project_error`; after its traceback
+    with ``debug``), ``f"{prefix}: error: {message} (--debug shows the traceback)"``, and
+    returns the exit status: 2, 1 for a NaN stop or unreadable videos, 143 for a preempted
+    run. Returns None, printing nothing, for an error that is not the project's: the caller
+    re-raises it so that its traceback shows. ``launch/main.py`` can report the same way."""
+    name = type(err).__name__
+    damaged = _damaged_checkpoint(err)  # orbax/tensorstore's text, whoever raised it
+    if damaged is None and not _project_error(err):
+        return None
+    if debug:
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    hint = "" if debug else HINT
+    if name == "TrainingPreempted":  # SIGTERM: a checkpoint was saved; not a failure to explain
+        print(f"{prefix}: {_one_line(err)}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as for a process the signal ended
+    if name in ("NonFiniteLossError", "ExtractionIncomplete"):
+        print(f"{prefix}: stopped: {_one_line(err)}{hint}", file=sys.stderr)
         return 1
-    except Exception as err:  # orbax wraps tensorstore read errors in a bare Exception
-        damaged = _damaged_checkpoint(err)
-        if damaged is None:
-            raise
-        print(f"aqa-jax {args.command}: error: {damaged}", file=sys.stderr)
-        return 2
+    print(f"{prefix}: error: {damaged or _one_line(err)}{hint}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command and returns its exit status.
+
+    The project's own errors (see :func:`_project_error`) are one line on stderr, ending with
+    a hint that ``--debug`` shows the traceback: exit status 2 for a mistake the user can fix,
+    1 for a NaN stop or videos that could not be read, 143 for a preempted run (SIGTERM; its
+    checkpoint saved). Any other error keeps its full traceback (exit status 1), as every error
+    does with ``--debug``. Log lines of the ``aqa_jax`` logger go to stderr, timestamped.
+    """
+    args = build_parser().parse_args(argv)
+    with _Logging(args.debug):
+        try:
+            return args.func(args)
+        except Exception as err:
+            code = report_error(err, f"aqa-jax {args.command}", args.debug)
+            if code is None:
+                raise
+            return code
 
 
 if __name__ == "__main__":
