@@ -17,6 +17,11 @@ line and the others go on; the split's ``<split>.csv`` is written (atomically, i
 order) only when every video has its features, or with ``skip_bad=True`` without the bad ones,
 which are then listed in ``<out>/bad_videos_<split>.json``. Folders written before the CSV
 (``<split>.txt``, space-separated) are still read when every row has exactly two fields.
+
+Raw videos need no built dataset (:func:`find_videos`, :func:`extract_videos`; ``aqa-jax
+extract-features --videos``): video files and frame folders are read as ``aqa-jax predict``
+reads them, each video's id is its file or folder name, and the same layout is written, the
+label file being ``<out>/videos.csv`` (scores ``nan`` unless a scores file gives them).
 """
 
 from __future__ import annotations
@@ -32,11 +37,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
-from tqdm import tqdm
-
 from aqa_jax.data.frames import decode_frames
 from aqa_jax.data.transforms import apply_transform
 from aqa_jax.models.i3d import InceptionI3d
+from aqa_jax.progress import track
 
 EXTRACTOR_FILE = "extractor.json"
 LABEL_HEADER = ("name", "score")
@@ -129,6 +133,22 @@ def check_extractor_settings(out_dir: str | os.PathLike[str], settings: Extracto
                          f"{settings.to_dict()}: write these to another --out")
 
 
+def kinetics400_i3d(variant: str = "deepmind") -> tuple[InceptionI3d, dict[str, Any]]:
+    """(model, variables) of the shipped Kinetics-400 I3D with ``variant``'s numerics (a BN
+    scale, where the variant has one, set to ones). Every leaf comes from the weights file, so
+    the variables' shapes are taken with ``jax.eval_shape`` and nothing is compiled (a jitted
+    ``init`` of the I3D takes minutes to compile on a CPU)."""
+    from flax import linen as nn
+
+    from aqa_jax.weights.kinetics import load_i3d_kinetics400
+
+    model = InceptionI3d(variant=variant)
+    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                     jax.ShapeDtypeStruct((1, 8, 32, 32, 3), np.float32)))
+    zeros = {c: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v) for c, v in shapes.items()}
+    return model, load_i3d_kinetics400(zeros)
+
+
 def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dict[str, Any]]:
     """(model, variables) of a feature extractor I3D from ``weights``:
 
@@ -137,7 +157,7 @@ def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dic
     - a training run's workdir (``checkpoints/``), e.g. a PECoP run: its I3D (``config.model``,
       adapters included) up to the average pool, with the backbone of its latest checkpoint.
     """
-    from aqa_jax.train.init_from import load_backbone
+    from aqa_jax.weights.init import load_backbone
 
     path = Path(weights)
     if weights != "kinetics400" and (path / "model.json").is_file():
@@ -146,21 +166,20 @@ def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dic
         model, variables, _ = load_model_weights(path)
         return model, variables
     if weights == "kinetics400":
-        model = InceptionI3d(variant=variant)
+        return kinetics400_i3d(variant)
     elif (path / "checkpoints").is_dir():
-        from aqa_jax.evaluation import load_run_config
-        from aqa_jax.methods.vspp import build_i3d
+        from aqa_jax.experiment import Experiment
 
-        run = load_run_config(path)
-        if "variant" not in run.get("model", {}):
-            raise ValueError(f"{path} is a {run.get('method')} run without an I3D backbone; "
+        run = Experiment.from_workdir(path, prepare=False)  # no data split is opened
+        if "variant" not in run.config.get("model", {}):
+            raise ValueError(f"{path} is a {run.config.get('method')} run without an I3D backbone; "
                              "features come from an I3D (kinetics400, converted weights or an "
                              "I3D run such as PECoP)")
-        end = run.model.get("final_endpoint", "Logits")
+        end = run.config.model.get("final_endpoint", "Logits")
         if end not in ("Mixed_5c", "AvgPool", "Logits"):  # the pool itself has no parameters
             raise ValueError(f"{path}: its I3D stops at {end}, short of Mixed_5c and the "
                              "average pool that gives clip features")
-        model = build_i3d(run.model, final_endpoint="AvgPool" if end == "Mixed_5c" else end)
+        model = run.i3d(final_endpoint="AvgPool" if end == "Mixed_5c" else end)
     else:
         raise FileNotFoundError(f"--weights {weights!r} is neither 'kinetics400', a weights "
                                 "directory (model.json, from `aqa-jax convert-weights`) nor a "
@@ -261,7 +280,7 @@ def extract_split(
         writer = csv.writer(log)
         if fresh:
             writer.writerow(LABEL_HEADER)
-        for record in tqdm(source, desc=f"I3D features [{split}]", unit="video"):
+        for record in track(source, desc=f"I3D features [{split}]", unit="video"):
             name = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
             safe = name.replace("/", "__")
             if owners.setdefault(safe, name) != name:
@@ -348,3 +367,121 @@ def read_labels(out_dir: str | os.PathLike[str], split: str) -> list[tuple[str, 
                              f"{path.name})")
         out.append((fields[0], fields[1]))
     return out
+
+
+# ------------------------------------------------------------------------------- raw videos
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+RAW_VIDEOS_SPLIT = "videos"
+
+
+def _is_frame_folder(path: Path) -> bool:
+    from aqa_jax.predict import IMAGE_SUFFIXES
+
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir())
+
+
+def find_videos(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+    """(id, path) of every video that ``inputs`` name, in the order given (a folder's entries
+    sorted by name):
+
+    - a file is one video (OpenCV decides whether it can read it); its id is the file name
+      without its suffix (``clips/dive_01.mp4`` → ``dive_01``);
+    - a folder holding frame images (``.jpg``/``.jpeg``/``.png``/``.bmp``) is one video, read
+      as ``aqa-jax predict`` reads a frame folder; its id is the folder's name;
+    - any other folder contributes each video file (:data:`VIDEO_SUFFIXES`) and each frame
+      folder directly inside it.
+
+    Raises FileNotFoundError for an input that does not exist or a folder with no video in it,
+    and ValueError, naming both paths, when two videos would get the same id (their features
+    would overwrite each other's ``<id>.npy``).
+    """
+    found: list[tuple[str, Path]] = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_file():
+            found.append((path.stem, path))
+        elif path.is_dir():
+            if _is_frame_folder(path):
+                found.append((path.resolve().name, path))
+                continue
+            inside = [(p.stem if p.is_file() else p.name, p) for p in sorted(path.iterdir())
+                      if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+                      or (p.is_dir() and _is_frame_folder(p))]
+            if not inside:
+                raise FileNotFoundError(
+                    f"{path} holds no video: neither frame images nor video files "
+                    f"({'/'.join(VIDEO_SUFFIXES)}) nor folders of frame images")
+            found.extend(inside)
+        else:
+            raise FileNotFoundError(f"no such video file or folder: {path}")
+    owners: dict[str, Path] = {}
+    for name, path in found:
+        if name in owners:
+            raise ValueError(f"{owners[name]} and {path} both give the video id {name!r} (ids "
+                             "are file or folder names without suffix): rename one, or extract "
+                             "them into different --out folders")
+        owners[name] = path
+    return found
+
+
+def read_scores(path: str | os.PathLike[str]) -> dict[str, float]:
+    """``id -> score`` from a CSV file with the header ``name,score`` (the layout of the label
+    files written here); a row that does not parse is an error naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such scores file: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip().lower() for c in rows[0]] != list(LABEL_HEADER):
+        raise ValueError(f"{path}: the first row must be the header {','.join(LABEL_HEADER)}")
+    scores: dict[str, float] = {}
+    for line, row in enumerate(rows[1:], 2):
+        if not any(c.strip() for c in row):
+            continue
+        try:
+            if len(row) != 2:
+                raise ValueError
+            scores[row[0]] = float(row[1])
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: expected name,score with a numeric score, "
+                             f"got {row!r}") from None
+    return scores
+
+
+def check_scores(videos: Sequence[tuple[str, Path]], scores: Mapping[str, float] | None) -> None:
+    """With ``scores`` given, a ValueError naming the videos (ids) that have none."""
+    if scores is None:
+        return
+    missing = [name for name, _ in videos if name not in scores]
+    if missing:
+        raise ValueError(f"{len(missing)} of the videos have no row in the scores file: "
+                         + ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
+
+
+def extract_videos(
+    videos: Sequence[tuple[str, Path]],
+    extract: Callable[[Mapping[str, Any]], np.ndarray],
+    out_dir: str | os.PathLike[str],
+    settings: ExtractorSettings,
+    *,
+    split: str = RAW_VIDEOS_SPLIT,
+    scores: Mapping[str, float] | None = None,
+    skip_bad: bool = False,
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> SplitExtraction:
+    """:func:`extract_split` on raw videos, ``(id, path)`` pairs from :func:`find_videos`: each
+    video is read as ``aqa-jax predict`` reads it (:func:`aqa_jax.predict.read_video_record`:
+    frames at short side at most 256, as JPEG) only when its features are not already saved,
+    then given to ``extract`` (e.g. a :class:`FeatureExtractor`). Writes the same layout:
+    ``<id>.npy``, ``<split>.csv`` (``name,score``; the score is ``scores[id]``, or ``nan`` when
+    no scores are given) and ``extractor.json``. With ``scores``, every video must have one
+    (else a ValueError naming those without, before anything is read)."""
+    from aqa_jax.predict import read_video_record
+
+    check_scores(videos, scores)
+    source = [{"id": name, "path": path,
+               "score": np.float32(scores[name] if scores is not None else np.nan)}
+              for name, path in videos]
+    return extract_split(source, lambda item: extract(read_video_record(item["path"])), out_dir,
+                         split, settings, skip_bad=skip_bad, report=report)
