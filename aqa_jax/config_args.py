@@ -1,73 +1,149 @@
-"""big_vision-style string arguments for ``get_config(arg)``: ``"variant=pecop,debug"``."""
+"""Loading configs: ``path/to/config.py[:arg]``, ``--set key=value`` overrides, checks.
+
+Every entry point (``aqa-jax train|cv|classes|config``, ``launch/main.py``) resolves a config
+through :func:`load_config`, so a spec means the same run everywhere:
+
+1. the file is loaded as a module of a package rooted at its folder (``from . import common``
+   finds ``configs/common.py``, whatever the current directory), and ``get_config(arg)`` is
+   called with the text after the colon, less a ``hardware=NAME`` item;
+2. ``hardware=NAME`` (in the arg, or the ``hardware`` keyword: ``launch/main.py --hardware``)
+   applies a preset of :mod:`aqa_jax.train.hardware`;
+3. the overrides (``--set key.path=value``, repeatable) are applied, so they can change what
+   the preset set (e.g. ``batch_size`` to fit the slice, the checkpoint interval);
+4. the run settings are checked (:func:`validate_config`), and the global batch against the
+   preset's devices and processes.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import ast
+import hashlib
+import importlib.util
+import math
+import sys
+import types
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-
-def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
-    """Parses ``"k1=v1,k2,k3=v3"`` into a ConfigDict over ``defaults``.
-
-    Values take the type of their default (``bool``: ``k`` alone or ``k=true/false``); an
-    unknown key is an error naming the allowed ones.
-    """
-    out = ml_collections.ConfigDict(defaults)
-    for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
-        key = key.strip()
-        if key not in defaults:
-            raise ValueError(f"unknown config argument {key!r}; allowed: {sorted(defaults)}")
-        default = defaults[key]
-        if isinstance(default, bool):
-            out[key] = value.strip().lower() in ("", "1", "true", "yes")
-        elif value == "":
-            raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
-        else:
-            out[key] = type(default)(value) if default is not None else value
-    return out
+from aqa_jax.steps import check_no_renamed_keys, steps
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``."""
-    import importlib.util
-    from pathlib import Path
-
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
+def load_module(path: str | Path) -> types.ModuleType:
+    """The config file ``path`` as a module of a package rooted at its folder (so that it can
+    ``from . import common``), executed afresh."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"aqa_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    folder = path.resolve().parent
+    package = "aqa_jax_configs_" + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+    if package not in sys.modules:
+        module = types.ModuleType(package, f"the config files in {folder}")
+        module.__path__ = [str(folder)]
+        sys.modules[package] = module
+    name = f"{package}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def split_spec(spec: str) -> tuple[str, str, str]:
+    """``"f.py:a=1,hardware=gpu_8,b"`` -> ``("f.py", "a=1,b", "gpu_8")``."""
+    path, _, arg = spec.partition(":")
+    hardware, items = "", []
+    for item in filter(None, arg.split(",")):
+        key, _, value = item.partition("=")
+        if key.strip() == "hardware":
+            hardware = value.strip()
+        else:
+            items.append(item)
+    return path, ",".join(items), hardware
+
+
+def config_tasks(spec: str) -> dict[str, tuple[str, ...]]:
+    """``{dataset: tasks}`` a config file covers (its module-level ``TASKS``; the first task of
+    each dataset is its default), or ``{}`` for a config without datasets."""
+    return dict(getattr(load_module(split_spec(spec)[0]), "TASKS", {}))
+
+
+def load_config(spec: str, overrides: Iterable[str] = (), *, hardware: str = "") -> ml_collections.ConfigDict:
+    """The config of ``path/to/config.py[:arg]``: its ``get_config(arg)``, with the hardware
+    preset (``hardware=`` in ``arg``, or ``hardware``) and ``overrides`` (``key.path=value``)
+    applied, checked by :func:`validate_config` (see the module docstring)."""
+    path, arg, in_arg = split_spec(spec)
+    if in_arg and hardware and in_arg != hardware:
+        raise ValueError(f"{spec} sets hardware={in_arg} but --hardware {hardware} was given: keep one")
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path} has no get_config(arg) function")
     config = module.get_config(arg or None)
+    preset = in_arg or hardware
+    if preset:
+        from aqa_jax.train.hardware import apply_hardware
+
+        apply_hardware(config, preset, check=False)
     validate_config(config, where=spec)
+    overrides = list(overrides)
+    if overrides:
+        apply_overrides(config, overrides)
+    if preset and preset != "none":
+        from aqa_jax.train.hardware import check_layout, get_hardware
+
+        check_layout(config, get_hardware(preset).num_devices, get_hardware(preset).num_processes)
     return config
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
-    """Applies ``["optimizer.lr=0.001", "total_steps=50", ...]`` (as ``--config.x=y`` does):
-    values are parsed as Python literals when they can be, and the key must exist."""
-    import ast
+# The *_steps / *_epochs pairs of aqa_jax.steps: setting one of a pair (an override) removes
+# the other, and either may be added to a config that has neither.
+PAIRS: tuple[str, ...] = ("total", "eval_every", "checkpoint.every", "log_every")
 
+
+def _pair_partner(key: str) -> str | None:
+    for name in PAIRS:
+        for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+            if key == f"{name}_{unit}":
+                return f"{name}_{other}"
+    return None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Applies ``["optimizer.lr=0.001", "total_steps=50", ...]`` (``--set``) in place: values
+    are parsed as Python literals when they can be, and the key must exist, except one of a
+    ``*_steps`` / ``*_epochs`` pair (:data:`PAIRS`), which replaces its partner."""
     for item in overrides:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep:
             raise ValueError(f"override {item!r} must look like key.path=value")
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         node = config
         for name in parents:
             if name not in node:
                 raise ValueError(f"override {item!r}: the config has no {name!r} under it")
             node = node[name]
-        if leaf not in node:
-            raise ValueError(f"override {item!r}: the config has no key {key!r}")
+        partner = _pair_partner(key)
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
+        if partner is not None and leaf not in node:
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                raise ConfigError(f"--set {item}: {key} takes a number, not {raw.strip()!r}")
+            partner_leaf = partner.rpartition(".")[2]
+            if partner_leaf in node:
+                del node[partner_leaf]
+            with node.ignore_type():
+                node[leaf] = value
+            continue
+        if leaf not in node:
+            raise ValueError(f"override {item!r}: the config has no key {key!r}")
         old = node[leaf]
         if isinstance(old, str) and not isinstance(value, str):
             value = raw.strip()  # a text setting keeps its text (e.g. data.config=3)
@@ -77,11 +153,19 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
                 isinstance(old, (bool, int, float)) or isinstance(value, bool)):
             raise ConfigError(f"--set {item}: {key} takes {_a(type(old))} (now {old!r}), "
                               f"not {_a(type(value))}")
-        try:
-            node[leaf] = value
-        except (TypeError, ValueError):
-            raise ConfigError(f"--set {item}: {key} takes {_a(type(old))} (now {old!r}), "
-                              f"not {raw.strip()!r}") from None
+        if partner is not None and isinstance(old, int) and isinstance(value, float) and not isinstance(old, bool):
+            with node.ignore_type():  # total_epochs=2.5: a pair's value may be fractional
+                node[leaf] = value
+        else:
+            try:
+                node[leaf] = value
+            except (TypeError, ValueError):
+                raise ConfigError(f"--set {item}: {key} takes {_a(type(old))} (now {old!r}), "
+                                  f"not {raw.strip()!r}") from None
+        if partner is not None:
+            partner_leaf = partner.rpartition(".")[2]
+            if partner_leaf in node:
+                del node[partner_leaf]
     validate_config(config, where="--set " + " ".join(overrides))
     return config
 
@@ -102,12 +186,14 @@ _RANGES: dict[str, tuple[type, float | None, float | None, str]] = {
     "seed": (int, None, None, ""),
     "batch_size": (int, 1, None, "examples per step"),
     "step_per_update": (int, 1, None, "steps accumulated per update"),
-    "total_steps": (int, 0, None, "0: num_epochs x steps per epoch"),
-    "num_epochs": (int, 0, None, ""),
+    "total_steps": (int, 0, None, "0: not given, see total_epochs"),
+    "total_epochs": (float, 0, None, "0: not given, see total_steps"),
     "num_devices": (int, 0, None, "0: all devices"),
     "log_every_steps": (int, 1, None, ""),
-    "eval_every_steps": (int, -1, None, "-1: once per epoch, 0: at the end only"),
-    "checkpoint.every_steps": (int, 0, None, "0: once per epoch"),
+    "eval_every_steps": (int, 0, None, "0 or unset: at the end only"),
+    "eval_every_epochs": (float, 0, None, "0 or unset: at the end only"),
+    "checkpoint.every_steps": (int, 0, None, ""),
+    "checkpoint.every_epochs": (float, 0, None, ""),
     "checkpoint.max_to_keep": (int, 1, None, ""),
     "optimizer.lr": (float, 0, None, ""),
     "optimizer.weight_decay": (float, 0, None, ""),
@@ -143,13 +229,12 @@ def _lookup(config: Any, pattern: str) -> list[tuple[str, Any]]:
     return found
 
 
-def validate_config(config: ml_collections.ConfigDict, where: str = "config") -> None:
-    """Checks the shared run settings against their declared types and ranges
-    (:data:`_RANGES`), once, when a config is loaded or overridden: a wrong value is a
-    :class:`ConfigError` naming the key, the value and the allowed range, before anything runs
-    (instead of a ZeroDivisionError from ``batch_size=0`` or a "trained -5 steps" run)."""
-    import math
-
+def validate_config(config: Mapping[str, Any], where: str = "config") -> None:
+    """Checks the shared run settings once, when a config is loaded or overridden: types and
+    ranges (:data:`_RANGES`), no key of earlier releases (:data:`aqa_jax.steps.RENAMED`), at
+    most one of each ``*_steps`` / ``*_epochs`` pair. A wrong value is a :class:`ConfigError`
+    naming the key, the value and the allowed range, before anything runs (instead of a
+    ZeroDivisionError from ``batch_size=0`` or a "trained -5 steps" run)."""
     for pattern, (kind, low, high, note) in _RANGES.items():
         for key, value in _lookup(config, pattern):
             if value is None or hasattr(value, "keys"):
@@ -164,3 +249,28 @@ def validate_config(config: ml_collections.ConfigDict, where: str = "config") ->
                           f">= {low}" if high is None else f"in [{low}, {high}]")
                 raise ConfigError(f"{where}: {key}={value!r} must be {bounds}"
                                   + (f" ({note})" if note else ""))
+    try:
+        check_no_renamed_keys(config, where=where)
+        for name in ("total", "eval_every", "log_every"):
+            steps(config, name, 1, where=where)
+        if hasattr(config.get("checkpoint"), "keys"):
+            steps(config["checkpoint"], "every", 1, where=f"{where}: checkpoint")
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def format_config(config: ml_collections.ConfigDict) -> str:
+    """The config as ``aqa-jax config`` prints it: indented JSON, keys in the config's order."""
+    import json
+
+    return json.dumps(_plain(config), indent=2)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "keys"):
+        return {str(k): _plain(value[k]) for k in value.keys()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

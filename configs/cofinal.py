@@ -12,12 +12,9 @@ On any video dataset, from I3D (or PECoP-adapted I3D) clip features:
   aqa-jax predict --checkpoint runs/cofinal_gait patient_07.mp4       # grade, sub-grade, score
 
 Args: dataset (rhythmic_gymnastics | fis_v | features | synthetic_features), task (Ball, Clubs,
-Hoop, Ribbon; TES, PCS), folder and label_scale (dataset=features: the extract-features folder,
-and the divisor bringing its scores into [0, 1], e.g. 4 for PD4T/synthetic_aqa, 104.5 for
-MTL-AQA), variant (cofinal | cofinal_2: the Ribbon model, no revert branch; default: the
-task's official one), faithful_quirks (the release's batch-mixing FGS attention), max_clips
-(evaluation pad length, 256), debug (synthetic_features/small, generated on first use; seconds on
-a CPU).
+Hoop, Ribbon; TES, PCS), folder and label_scale (dataset=features), max_clips, debug: see
+``common.features_config``; variant (cofinal | cofinal_2: the Ribbon model, no revert branch;
+default: the task's official one), faithful_quirks (the release's batch-mixing FGS attention).
 
 Official per-run settings (``scripts/train_all_rg.sh``, ``train_all_fis.sh``; all: SGD 1e-2,
 momentum 0.9, weight decay 1e-4, cosine to x0.01, batch 32, dropout 0.3, 1 encoder and 2
@@ -32,14 +29,14 @@ decoder layers, 4 grade queries, margin 1, 68-clip training windows, labels / 25
 | TES    | 200    | 0.5   | 1          | 3             | cofinal, H 448, 7 heads   |
 | PCS    | 200    | 0.5   | 1          | 3             | cofinal, H 448, 7 heads   |
 
-(the Fis-V H 448 runs only with the FGS head fix, see :mod:`aqa_jax.methods.cofinal`).
-``features`` / ``synthetic_features`` use Ball's settings. Fis-V scores above 25 give targets
-above 1, beyond the read-out's largest weight (1): that is the official setting; ``label_scale=``
-changes it. Debug: lr 0.05, 15 epochs, H 64, 16-clip windows, batch 16 (test SRCC 0.86-0.89 over
-seeds 0-2).
+(the Fis-V H 448 runs only with the FGS head fix, see :mod:`aqa_jax.methods.cofinal`; Fis-V
+scores above 25 give targets above 1, as officially). ``features`` / ``synthetic_features``
+use Ball's settings. ``debug``: synthetic_features/small, 15 epochs (seconds on a CPU).
 """
 
-from aqa_jax.config_features import apply_debug, features_config, set_epochs
+import ml_collections
+
+from . import common
 
 # task: (epochs, alpha, loss_align, weight_preset, variant)
 OFFICIAL = {
@@ -51,10 +48,12 @@ OFFICIAL = {
     "PCS": (200, 0.5, 1, 3, "cofinal"),
 }
 VARIANTS = ("cofinal", "cofinal_2")
+TASKS = common.feature_tasks()
+REQUIRED_ARGS = {"features": "folder=feats/pd4t_gait,label_scale=4"}
 
 
-def get_config(arg=None):
-    c, args, task, section = features_config("cofinal", arg, variant="", faithful_quirks=False)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c, args, task, section = common.features_config("cofinal", arg, variant="", faithful_quirks=False)
     epochs, alpha, align, preset, variant = OFFICIAL.get(task, OFFICIAL["Ball"])
     variant = args.variant or variant
     if variant not in VARIANTS:
@@ -62,8 +61,8 @@ def get_config(arg=None):
     section.update(alpha=alpha, loss_align=align, weight_preset=preset, use_etf=True,
                    revert=variant == "cofinal", num_subgrades=100, fgs_heads=4,
                    faithful_quirks=bool(args.faithful_quirks))
-    set_epochs(c, epochs)
+    common.set_epochs(c, epochs)
     if args.debug:
-        apply_debug(c, section, epochs=15)
+        common.apply_features_debug(c, section, epochs=15)
     c.cofinal = section
     return c

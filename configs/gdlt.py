@@ -1,16 +1,11 @@
 """GDLT (Likert scoring with grade decoupling) on clip features, one config per dataset/task.
 
   aqa-jax train --config configs/gdlt.py:dataset=rhythmic_gymnastics,task=Hoop --workdir runs/gdlt_hoop
-
-On any video dataset, from I3D (or PECoP-adapted I3D) clip features:
-
-  aqa-jax extract-features pd4t --config gait --out feats/pd4t_gait
-  aqa-jax build-data clip_features --manual-dir feats/pd4t_gait --data-dir feats/pd4t_gait/tfds
   aqa-jax train --config configs/gdlt.py:dataset=features,folder=feats/pd4t_gait,label_scale=4 --workdir runs/gdlt_gait
 
 Args: dataset (rhythmic_gymnastics | fis_v | features | synthetic_features), task (Ball, Clubs,
 Hoop, Ribbon; TES, PCS), folder and label_scale (dataset=features), max_clips, debug
-(synthetic_features/small, generated on first use).
+(synthetic_features/small, 15 epochs): see ``common.features_config``.
 
 Official settings (xuangch/CVPR22_GDLT README): SGD 1e-2, momentum 0.9, weight decay 1e-4,
 cosine to 1e-4, batch 32, H 256, 1 head, 1 encoder and 2 decoder layers, 4 grade queries,
@@ -19,16 +14,20 @@ Clubs 400, Hoop 500, Ribbon 150. GDLT published no Fis-V recipe: TES/PCS use CoF
 architecture (H 448, 7 heads) and 200 epochs with GDLT's loss (alpha 1), not a published setting.
 """
 
-from aqa_jax.config_features import apply_debug, features_config, set_epochs
+import ml_collections
+
+from . import common
 
 EPOCHS = {"Ball": 250, "Clubs": 400, "Hoop": 500, "Ribbon": 150, "TES": 200, "PCS": 200}
+TASKS = common.feature_tasks()
+REQUIRED_ARGS = {"features": "folder=feats/pd4t_gait,label_scale=4"}
 
 
-def get_config(arg=None):
-    c, args, task, section = features_config("gdlt", arg)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c, args, task, section = common.features_config("gdlt", arg)
     section.update(alpha=1.0, loss_align=0)
-    set_epochs(c, EPOCHS.get(task, EPOCHS["Ball"]))
+    common.set_epochs(c, EPOCHS.get(task, EPOCHS["Ball"]))
     if args.debug:
-        apply_debug(c, section, epochs=15)
+        common.apply_features_debug(c, section, epochs=15)
     c.gdlt = section
     return c

@@ -1,22 +1,21 @@
 """I3D backbone config: ``--config configs/i3d.py:variant=pecop,adapters=all``.
 
-Args (string, big_vision style):
+Args:
   variant: deepmind | pecop | piergiaj (numerics, see aqa_jax/models/i3d.py).
-  adapters: all | none | comma-free list joined by '+', e.g. Mixed_5b+Mixed_5c.
+  adapters: all | none | a list joined by '+', e.g. Mixed_5b+Mixed_5c.
   reduction: adapter bottleneck ratio (PECoP: 4).
   zero_init: start adapters as the identity.
 """
 
 import ml_collections
 
-from aqa_jax.config_args import parse_arg
-from aqa_jax.models.i3d import MIXED_BLOCKS
+from . import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg, variant="deepmind", adapters="all", reduction=4, zero_init=False)
+    args = common.parse_arg(arg, variant="deepmind", adapters="all", reduction=4, zero_init=False)
     if args.adapters == "all":
-        blocks = tuple(MIXED_BLOCKS)
+        blocks = common.MIXED_BLOCKS
     elif args.adapters == "none":
         blocks = ()
     else:

@@ -1,12 +1,14 @@
 """Training entry point for every scale: ``python launch/main.py --config CFG --workdir DIR``.
 
   python launch/main.py --config configs/pecop.py:dataset=pd4t,task=gait \
-      --workdir runs/pecop_gait --config.batch_size=32
+      --workdir runs/pecop_gait --set batch_size=32
 
-``--config`` takes ``file.py[:args]`` (``get_config(args)``) and any ``--config.key=value``
-override (ml_collections ``config_flags``). ``--hardware gpu_8|tpu_v5e_16|tpu_v4_32`` applies a
-preset of ``aqa_jax/train/hardware.py`` (mesh, bfloat16, data workers, checkpoint interval) to
-any config. Launched as several processes it first joins them with
+``--config`` takes ``file.py[:args]`` and ``--set key=value`` (repeatable) overrides a value:
+the config resolves through ``aqa_jax.config_args.load_config``, exactly as for ``aqa-jax
+train`` (``aqa-jax config SPEC KEY=VALUE ...`` prints it). ``--hardware
+gpu_8|tpu_v5e_16|tpu_v4_32`` applies a preset of ``aqa_jax/train/hardware.py`` (mesh,
+bfloat16, data workers, checkpoint interval) to any config, as ``hardware=`` in its args does.
+Launched as several processes it first joins them with
 ``jax.distributed.initialize()``, with the arguments
 :func:`aqa_jax.train.sharding.distributed_args` reads from the environment: ``AQA_JAX_*``
 (``launch/local.py``, ``launch/slurm.py``), ``AQA_JAX_DISTRIBUTED=auto`` (``launch/tpu_pod.py``),
@@ -25,11 +27,12 @@ import sys
 from pathlib import Path
 
 from absl import app, flags
-from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=False)
+flags.DEFINE_string("config", None, "config file[:args], e.g. configs/pecop.py:dataset=pd4t,task=gait")
+flags.DEFINE_multi_string("set", [], "override a config value, KEY=VALUE (repeatable), e.g. "
+                          "--set optimizer.lr=0.001")
 flags.DEFINE_string("workdir", None, "checkpoints, metrics and plots; an existing run resumes")
 flags.DEFINE_string("hardware", "", "hardware preset applied to the config (aqa_jax/train/hardware.py)")
 flags.DEFINE_bool("force-config", False, "resume the run in --workdir even though this config "
@@ -43,15 +46,11 @@ def main(argv: list[str]) -> None:
     from aqa_jax.train.sharding import initialize_distributed
 
     initialize_distributed()
-    from aqa_jax.config_args import validate_config
-    from aqa_jax.train.hardware import apply_hardware
-    from aqa_jax.train.loop import train
-
-    from aqa_jax.train.loop import NonFiniteLossError, TrainingPreempted
+    from aqa_jax.config_args import load_config
+    from aqa_jax.train.loop import NonFiniteLossError, TrainingPreempted, train
 
     try:
-        config = apply_hardware(flags.FLAGS.config, flags.FLAGS.hardware)
-        validate_config(config, where="--config")  # types and ranges, --config.key=value included
+        config = load_config(flags.FLAGS.config, flags.FLAGS.set, hardware=flags.FLAGS.hardware)
         summary = train(config, flags.FLAGS.workdir, force_config=flags.FLAGS["force-config"].value)
     except (FileNotFoundError, ValueError) as err:  # a workdir in use, another config, ...
         print(f"launch/main.py: error: {err}", file=sys.stderr)
@@ -65,5 +64,17 @@ def main(argv: list[str]) -> None:
     print({k: v for k, v in summary.items() if k != "param_counts"})
 
 
+def _refuse_config_dot_flags(argv: list[str]) -> list[str]:
+    """``--config.key=value`` (the ml_collections syntax of earlier releases) is an error naming
+    ``--set key=value``, instead of absl's "unknown flag"."""
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            key = arg.removeprefix("--config.")
+            print(f"launch/main.py: error: {arg}: overrides are --set {key} "
+                  "(one syntax with aqa-jax train)", file=sys.stderr)
+            sys.exit(2)
+    return flags.FLAGS(argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_refuse_config_dot_flags)

@@ -46,7 +46,7 @@ def sbatch_script(
     port: int | None = None,
 ) -> str:
     """The batch script's text (see module docstring); ``overrides`` are ``key=value`` items
-    passed as ``--config.key=value``."""
+    passed as ``--set=key=value``."""
     if nodes < 1 or gpus_per_node < 1:
         raise ValueError(f"need at least one node and one GPU, got {nodes} x {gpus_per_node}")
     tasks = nodes * gpus_per_node
@@ -69,7 +69,7 @@ def sbatch_script(
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.path=value")
-        command.append(f"--config.{item}")
+        command.append(f"--set={item}")
     body = [
         "set -euo pipefail",
         f"cd {shlex.quote(repo)}",
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=str(REPO), help="the checkout's path on the cluster")
     parser.add_argument("--hardware", default="", help="preset for launch/main.py --hardware")
     parser.add_argument("--port", type=int, default=None, help="coordinator port (default: from the job id)")
-    parser.add_argument("--override", action="append", default=[],
-                        help="config override key.path=value (repeatable)")
+    parser.add_argument("--set", dest="override", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, as launch/main.py --set (repeatable)")
     parser.add_argument("--output", default="", help="write the script here instead of stdout")
     parser.add_argument("--submit", action="store_true", help="write the script and sbatch it")
     args = parser.parse_args(argv)

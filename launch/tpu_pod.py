@@ -117,11 +117,11 @@ def build_commands(args: argparse.Namespace) -> list[list[str]]:
         main.append(f"--hardware={shlex.quote(args.hardware)}")
     data_dir = args.data_dir if args.data_dir is not None else f"{mount_point(args.bucket)}/tensorflow_datasets"
     if data_dir:
-        main.append(f"--config.data.data_dir={_home(data_dir)}")
+        main.append(f"--set=data.data_dir={_home(data_dir)}")
     for item in args.override:
         if "=" not in item:
-            raise ValueError(f"--override {item!r} must look like key.path=value")
-        main.append(shlex.quote(f"--config.{item}"))
+            raise ValueError(f"--set {item!r} must look like key.path=value")
+        main.append(shlex.quote(f"--set={item}"))
     run = "AQA_JAX_DISTRIBUTED=auto " + " ".join(main)
     if args.detach:
         run = f"nohup env {run} > {_home(f'~/{args.run}.log')} 2>&1 < /dev/null &"
@@ -140,8 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hardware", default="", help="preset for launch/main.py --hardware")
     parser.add_argument("--data_dir", default=None,
                         help="TFDS data dir on the workers (default ~/gcs/BUCKET/tensorflow_datasets; '' = the config's)")
-    parser.add_argument("--override", action="append", default=[],
-                        help="config override key.path=value (repeatable)")
+    parser.add_argument("--set", dest="override", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, as launch/main.py --set (repeatable)")
     parser.add_argument("--sync", default="git", choices=("git", "scp", "none"))
     parser.add_argument("--repo", default="", help="git URL the workers clone (--sync git; default: origin)")
     parser.add_argument("--ref", default="", help="commit/branch to run (default: this checkout's HEAD)")

@@ -63,7 +63,7 @@ def test_core_aqa7_configs_are_seven_core_yaml_per_class():
     for class_idx, name in enumerate(CLASSES, start=1):
         c = load_config(f"{REPO}/configs/core.py:dataset=aqa7,task={name}")
         assert (c.data.name, c.data.config, c.data.train_split, c.data.eval_split) == ("aqa7", name, "train", "test")
-        assert (c.batch_size, c.step_per_update, c.num_epochs) == (2, 2, 200)  # bs_train, step_per_update
+        assert (c.batch_size, c.step_per_update, c.total_epochs) == (2, 2, 200)  # bs_train, step_per_update
         assert c.core.score_range == 100.0 and c.core.depth == 5 and c.core.num_exemplars == 10
         assert c.core.use_dd is False and c.core.exemplar_key == ""  # any training sample of the class
         assert c.optimizer.lr == 1e-3 and c.optimizer.lr_factors.backbone == 0.1 and c.optimizer.weight_decay == 0
@@ -78,7 +78,7 @@ def test_usdl_aqa7_and_musdl_refusal():
     c = load_config(f"{REPO}/configs/usdl.py:dataset=aqa7,task=sync_diving_10m")
     assert (c.usdl.num_bins, c.usdl.score_min, c.usdl.score_max, c.usdl.sigma) == (101, 0.0, 100.0, 5.0)
     assert tuple(c.clips.score_norm) == (49.8, 99.36, 100.0) and c.clips.layout == "first"
-    assert c.batch_size == 4 and c.num_epochs == 100 and c.optimizer.lr == 1e-4
+    assert c.batch_size == 4 and c.total_epochs == 100 and c.optimizer.lr == 1e-4
     with pytest.raises(ValueError, match="no per-judge scores.*configs/usdl.py:dataset=aqa7") as err:
         load_config(f"{REPO}/configs/musdl.py:dataset=aqa7,task=diving")
     assert "\n" not in str(err.value)
@@ -123,7 +123,7 @@ def _debug_run(method, aqa7_dir, workdir):
     config = load_config(f"{REPO}/configs/{method}.py:dataset=aqa7,task=diving,debug")
     config.data.data_dir = str(aqa7_dir)
     config.model.final_endpoint = "Conv3d_1a_7x7"  # the first conv alone: compiles in seconds
-    config.batch_size, config.num_epochs = 4, 1
+    config.batch_size, config.total_epochs = 4, 1
     config.num_devices = 1
     config.mesh = [("data", 1), ("model", 1)]
     return config, train(config, workdir)
@@ -173,7 +173,7 @@ def test_classes_command_runs_every_aqa7_class_and_prints_the_average(monkeypatc
 
     monkeypatch.setattr(cv, "run_classes", fake_run_classes)
     assert main(["classes", "--config", "configs/core.py:dataset=aqa7", "--workdir", str(tmp_path),
-                 "--set", "num_epochs=3"]) == 0
-    assert calls == [("configs/core.py:dataset=aqa7", tmp_path, CLASSES, ["num_epochs=3"])]
+                 "--set", "total_epochs=3"]) == 0
+    assert calls == [("configs/core.py:dataset=aqa7", tmp_path, CLASSES, ["total_epochs=3"])]
     out = capsys.readouterr().out
     assert "Fisher-z average over 6 classes: best 0.5000, last 0.4000" in out

@@ -37,7 +37,7 @@ def test_cell_configs_load_with_the_official_recipe(method, dataset, tasks, init
         assert c.trainable == "full" and c.optimizer.name == "adam"
         if method == "core":  # CoRe: 1e-3 heads, backbone x0.1, frozen BN
             assert c.optimizer.lr == 1e-3 and c.optimizer.lr_factors["backbone"] == 0.1
-            assert c.bn_policy == "frozen" and c.num_epochs == 200 and c.core.num_exemplars == 10
+            assert c.bn_policy == "frozen" and c.total_epochs == 200 and c.core.num_exemplars == 10
             assert c.batch_size * c.step_per_update == 2
         else:  # USDL/MUSDL: 1e-4 everywhere, BN in training mode
             assert c.optimizer.lr == 1e-4 and not c.optimizer.lr_factors

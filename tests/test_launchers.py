@@ -33,7 +33,7 @@ def test_tpu_pod_git_sync_setup_and_run():
     args = tpu_pod.parse_args([
         "--tpu", "my-v5e", "--zone", "us-west4-a", "--project", "proj", "--bucket", "gs://bkt/ignored",
         "--run", "pecop_gait", "--config", CONFIG, "--repo", "https://example.com/aqa_jax.git",
-        "--ref", "0123abcd", "--override", "optimizer.lr=0.02", "--dry-run"])
+        "--ref", "0123abcd", "--set", "optimizer.lr=0.02", "--dry-run"])
     sync, setup, run = tpu_pod.build_commands(args)
     for command in (sync, setup, run):
         assert command[:8] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-v5e",
@@ -51,8 +51,8 @@ def test_tpu_pod_git_sync_setup_and_run():
     assert words[4:6] == ["HOME/aqa_jax_venv/bin/python", "launch/main.py"]
     assert f"--config={CONFIG}" in words
     assert "--workdir=HOME/gcs/bkt/runs/pecop_gait" in words
-    assert "--config.data.data_dir=HOME/gcs/bkt/tensorflow_datasets" in words
-    assert "--config.optimizer.lr=0.02" in words
+    assert "--set=data.data_dir=HOME/gcs/bkt/tensorflow_datasets" in words
+    assert "--set=optimizer.lr=0.02" in words
 
 
 def test_tpu_pod_scp_sync_detached_without_setup():
@@ -99,7 +99,7 @@ def test_slurm_script_one_process_per_gpu():
     assert lines.index("source .venv/bin/activate") < lines.index("srun --kill-on-bad-exit=1 --cpu-bind=none \\")
     srun = shlex.split(text[text.index("srun "):].replace("\\\n", " "))
     assert srun[3:] == [".venv/bin/python", "launch/main.py", f"--config={CONFIG}",
-                        "--workdir=/shared/runs/x", "--hardware=gpu_8", "--config.optimizer.lr=0.02"]
+                        "--workdir=/shared/runs/x", "--hardware=gpu_8", "--set=optimizer.lr=0.02"]
     # what the script exports + what srun gives each task = the initialize() arguments
     from aqa_jax.train.sharding import distributed_args
 
