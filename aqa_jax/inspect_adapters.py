@@ -227,29 +227,24 @@ def adapter_table(adapters: Any) -> Rows:
 
 
 def _init_setup(config: Any, data_dir: str | None):
-    """(config, method, network, example) exactly as :class:`aqa_jax.train.loop._Run` builds them."""
+    """(config, method, network, example) of the config's
+    :class:`~aqa_jax.experiment.Experiment`, as the training loop builds them."""
     import ml_collections
 
-    from aqa_jax.data.registry import data_source
-    from aqa_jax.methods import get_method
+    from aqa_jax.experiment import Experiment, upgrade_renamed_keys
 
-    config = ml_collections.ConfigDict(config.to_dict() if hasattr(config, "to_dict") else dict(config))
-    d = config.data
+    plain = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    config = ml_collections.ConfigDict(upgrade_renamed_keys(plain))  # a checkpoint of an earlier release
     if data_dir is not None:
-        d.data_dir = data_dir
-    source = data_source(d.name, d.get("config"), d.train_split, data_dir=d.get("data_dir"))
-    method = get_method(config.method)(config)
-    method.prepare(source)
-    model = method.build_model()
-    one = method.sampler(True)(source[0], np.random.default_rng(0))  # as the loop draws it
-    example = {k: np.asarray(v)[None] for k, v in one.items() if k not in method.host_keys}
-    return config, method, model, example
+        config.data.data_dir = data_dir
+    exp = Experiment.from_config(config)
+    return config, exp.method, exp.model, exp.example
 
 
 def _adapter_weights_from_init_from(config: Any) -> bool:
     """Whether ``config.init_from`` can put adapter weights in place (the named Kinetics-400
     checkpoints and ``none`` leave the adapters at their random init; see
-    :mod:`aqa_jax.train.init_from`)."""
+    :mod:`aqa_jax.weights.init`)."""
     from aqa_jax.weights.named import NAMED, NONE_NAMES, PYPI_NAMES
 
     return config.get("init_from", "none") not in (None, *NONE_NAMES, *PYPI_NAMES, *NAMED)
@@ -449,8 +444,7 @@ def feature_similarity(
     import jax
     import jax.numpy as jnp
 
-    from aqa_jax.methods.vspp import build_i3d
-    from aqa_jax.models.i3d import ENDPOINTS, MIXED_BLOCKS
+    from aqa_jax.models.i3d import ENDPOINTS, MIXED_BLOCKS, build_i3d
 
     clips = np.asarray(clips, np.float32)
     model_cfg = run.config.model

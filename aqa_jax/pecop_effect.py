@@ -66,7 +66,7 @@ class Setup:
     num_frames: int = 48
     size: int = 32
     clip_len: int = 16
-    tempo_periods: tuple[float, float] = (10.0, 20.0)  # frames a cycle at score 0 and 4
+    tempo_periods: tuple[float, float] = (14.0, 18.0)  # frames a cycle at score 0 and 4
     variants: tuple[str, ...] = VARIANTS  # Dom-G first: the others are compared with it
     num_unlabelled: int = 48
     num_train: int = 40
@@ -74,7 +74,7 @@ class Setup:
     num_test: int = 48
     data_seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)
-    pretrain_steps: int = 120
+    pretrain_steps: int = 500
     pretrain_batch: int = 8
     pretrain_lr: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"pecop": 3e-3, "hpt_bn": 3e-3, "dom_s": 1e-4})
@@ -160,8 +160,8 @@ def is_trainable(variant: str, path: tuple[str, ...]) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def vspp_network(with_adapters: bool):
-    from aqa_jax.methods.vspp import VSPPNetwork, build_i3d
-    from aqa_jax.models.i3d import MIXED_BLOCKS
+    from aqa_jax.methods.vspp import VSPPNetwork
+    from aqa_jax.models.i3d import MIXED_BLOCKS, build_i3d
 
     backbone = build_i3d({"variant": NUMERICS, "final_endpoint": "AvgPool",
                           "adapter_blocks": tuple(MIXED_BLOCKS) if with_adapters else ()})
@@ -214,7 +214,7 @@ def kinetics_variables(with_adapters: bool, seed: int, clip_shape) -> dict[str, 
     import jax
     import jax.numpy as jnp
 
-    from aqa_jax.train.init_from import load_backbone
+    from aqa_jax.weights.init import load_backbone
 
     return load_backbone(fresh_variables(with_adapters, seed, clip_shape), "kinetics400")
 

@@ -1,8 +1,9 @@
 """``aqa-jax predict``: score raw videos with a trained run's checkpoint.
 
 A video (mp4/avi/mov, any size and frame rate, or a folder of frame images) becomes a record
-like the datasets' (frames as JPEG at short side 256, as the builders store them, or the
-folder's own JPEG bytes when they are no larger), then goes through the run's own clip
+like the datasets' (frames as JPEG, shrunk to short side 256 when larger, where the builders
+resize every video to 256; a frame folder's own JPEG bytes when they are no larger; a video file
+and the lossless PNG frames dumped from it give the same record), then goes through the run's own clip
 sampler (its frame layout, clip starts and transform preset) and network. Layouts tied to an
 annotation fall back to what a raw video allows: the ``window`` layout (MTL-AQA's 103 frames
 ending at the annotated end frame) takes the same number of frames spread over the whole video.
@@ -91,8 +92,8 @@ def read_video_record(path: str | Path, labels: Mapping[str, Any] | None = None)
             check_frame_size(image.shape[1], image.shape[0], str(f))
             if f.suffix.lower() in (".jpg", ".jpeg") and min(image.shape[:2]) <= SHORT_SIDE:
                 frames.append(raw)  # the stored bytes, exactly as a builder keeps them
-            else:
-                frames.extend(encode_video_frames([resize_short_side(image[..., ::-1], SHORT_SIDE)], None, 95))
+            else:  # shrunk to short side 256 when larger, as a video file's frames are
+                frames.extend(encode_video_frames(_shrink([image[..., ::-1]], str(f)), None, 95))
     else:
         frames = encode_video_frames(_shrink(iter_video(path), str(path)), None, 95)
         try:
@@ -116,9 +117,7 @@ class Predictor:
     def __init__(self, workdir: str | Path, *, step: int | None = None, data_dir: str | None = None):
         import jax
 
-        from aqa_jax.evaluation import load_run_config
-        from aqa_jax.methods import get_method
-        from aqa_jax.train.checkpoint import Checkpointer
+        from aqa_jax.experiment import Experiment, load_run_config
 
         config = load_run_config(workdir)
         if config.get("method") == "vspp":
@@ -132,32 +131,27 @@ class Predictor:
         if config.get("clips", {}).get("layout") == "window":
             config.clips.layout = "uniform"
         self.config = config
-        self.method = get_method(config.method)(config)
-        if hasattr(self.method, "pool"):  # CoRe/TSA score against training exemplars
-            self.method.prepare(self._train_source(config))
-        self.model = self.method.build_model()
-        ckpt = Checkpointer(workdir, read_only=True)
-        self.step = ckpt.checked_step(step)
-        state = ckpt.restore_item(self.step, "state")  # whole arrays on this machine
-        ckpt.close()
-        self.variables = {"params": state["params"]}
-        if state.get("batch_stats"):
-            self.variables["batch_stats"] = state["batch_stats"]
+        # the saved config holds what preparing computed; only exemplars need the training split
+        self.experiment = Experiment.from_config(config, workdir, prepare=False)
+        self.method = self.experiment.method
+        if self.method.samples_from_train_split:  # CoRe/TSA score against training exemplars
+            self._prepare(self.experiment)
+        self.model = self.experiment.model
+        self.step = self.experiment.checkpoint_step(step)
+        self.variables = self.experiment.restore_variables(self.step)  # whole arrays on this machine
         self.sampler = self.method.sampler(False)
         self.apply = jax.jit(lambda v, batch: self.model.apply(v, batch, train=False))
         self.per_clip = self.config.method != "tsa"
         self.extractor = self._feature_extractor(config) if self.method.video_input == "features" else None
 
     @staticmethod
-    def _train_source(config):
-        from aqa_jax.data.registry import data_source
-
-        d = config.data
+    def _prepare(experiment) -> None:
+        d = experiment.config.data
         try:
-            return data_source(d.name, d.get("config"), d.train_split, data_dir=d.get("data_dir"))
+            experiment.prepare()
         except FileNotFoundError as err:
             raise FileNotFoundError(
-                f"{config.method} scores a video against exemplars from its training split "
+                f"{experiment.config.method} scores a video against exemplars from its training split "
                 f"({d.name}/{d.get('config')}:{d.train_split}), which is not built here: {err}") from None
 
     @staticmethod

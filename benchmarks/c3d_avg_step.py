@@ -55,10 +55,12 @@ def jax_step(batch: dict[str, np.ndarray]):
     import jax
     import optax
 
-    from aqa_jax.config_lib import multitask_config
+    from pathlib import Path
+
+    from aqa_jax.config_args import load_config
     from aqa_jax.methods.c3d_avg import Method
 
-    config, _ = multitask_config("c3d_avg", "tasks=all,pretrained=none", clips={"mtl_aqa": {}})
+    config = load_config(f"{Path(__file__).resolve().parents[1]}/configs/c3d_avg.py:tasks=all,pretrained=none")
     config.mtl.vocab_size = VOCAB
     method = Method(config)
     net = method.build_model()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aqa_jax.cli import main
-from aqa_jax.config_args import load_config, parse_arg
+from aqa_jax.config_args import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -30,12 +30,9 @@ def test_evaluate_and_finetune_config_mistakes_are_one_line_errors(tmp_path, cap
     assert "pretrained=" in err and "\n" not in err
 
 
-def test_config_args():
-    cfg = parse_arg("variant=pecop,zero_init,reduction=8", variant="deepmind",
-                    zero_init=False, reduction=4)
-    assert (cfg.variant, cfg.zero_init, cfg.reduction) == ("pecop", True, 8)
+def test_config_args():  # parse_arg itself: tests/test_config_common.py
     with pytest.raises(ValueError, match="allowed"):
-        parse_arg("varient=pecop", variant="deepmind")
+        load_config(f"{CONFIGS}/i3d.py:varient=pecop")
     config = load_config(f"{CONFIGS}/i3d.py:variant=piergiaj,adapters=Mixed_4b+Mixed_5c")
     assert config.model.variant == "piergiaj"
     assert tuple(config.model.adapter_blocks) == ("Mixed_4b", "Mixed_5c")

@@ -347,15 +347,15 @@ def test_forward_and_loss_match_the_pytorch_model(variant):
 
 def test_configs_carry_the_official_settings():
     ball = load_config(f"{REPO}/configs/cofinal.py:dataset=rhythmic_gymnastics,task=ball")
-    assert (ball.num_epochs, ball.cofinal.weight_preset, ball.cofinal.loss_align) == (250, 2, 1)
+    assert (ball.total_epochs, ball.cofinal.weight_preset, ball.cofinal.loss_align) == (250, 2, 1)
     assert ball.optimizer.t_max == 250 and ball.optimizer.eta_min == pytest.approx(1e-4)
     assert ball.data.config == "ball" and ball.cofinal.label_scale == 25.0
     ribbon = load_config(f"{REPO}/configs/cofinal.py:task=Ribbon")
-    assert not ribbon.cofinal.revert and ribbon.num_epochs == 150  # cofinal_2 = GDLTETH2
+    assert not ribbon.cofinal.revert and ribbon.total_epochs == 150  # cofinal_2 = GDLTETH2
     tes = load_config(f"{REPO}/configs/cofinal.py:dataset=fis_v,task=TES")
     assert (tes.cofinal.hidden_dim, tes.cofinal.n_head, tes.cofinal.alpha) == (448, 7, 0.5)
     hoop = load_config(f"{REPO}/configs/gdlt.py:task=Hoop")
-    assert hoop.num_epochs == 500 and hoop.gdlt.loss_align == 0
+    assert hoop.total_epochs == 500 and hoop.gdlt.loss_align == 0
     get_method("gdlt")(hoop)
     feats = load_config(f"{REPO}/configs/cofinal.py:dataset=features,folder=/x/f,label_scale=4")
     assert feats.data.name == "clip_features" and feats.data.data_dir == "/x/f/tfds"
@@ -459,9 +459,8 @@ def test_gdlt_trains(feature_data_dir, tmp_path):
     from aqa_jax.train.loop import train
     from train_helpers import train_losses
 
-    config = load_config(f"{REPO}/configs/gdlt.py:debug")
+    config = load_config(f"{REPO}/configs/gdlt.py:debug", ["total_steps=24"])  # replaces total_epochs
     config.data.update(data_dir=str(feature_data_dir), eval_split="")
-    config.total_steps = 24
     config.num_devices = 1  # one device: the 8-device path is the cofinal test's
     train(config, tmp_path)
     losses = train_losses(tmp_path)

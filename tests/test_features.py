@@ -53,7 +53,7 @@ def test_extract_features_with_a_pecop_run(tmp_path):
     import jax
     from train_helpers import restore_state, tiny_config
 
-    from aqa_jax.methods.vspp import build_i3d
+    from aqa_jax.models.i3d import build_i3d
     from aqa_jax.train.loop import train
 
     data_dir, run, out = tmp_path / "data", tmp_path / "pecop", tmp_path / "feats"

@@ -108,13 +108,13 @@ def test_cached_features_give_the_same_outputs_as_the_full_network(small_data_di
     variables = model.init(jax.random.key(0), batch, train=False)
     full = model.apply(variables, batch, train=False)
 
-    fn = make_clip_feature_fn(model.backbone, {c: variables[c]["backbone"] for c in variables})
+    fn = make_clip_feature_fn(method, model.backbone, {c: variables[c]["backbone"] for c in variables})
     cached = cache_split(records, sampler, fn, desc="test", videos_per_batch=2)
     assert [c["id"] for c in cached] == [e["id"] for e in raw]
     assert "frames" not in cached[0] and "factors" in cached[0]  # record fields kept
-    method.feature_mode = True
+    fast_model = method.use_cached_features(model)
     fast_batch = {"clip": jnp.asarray(np.stack([method.clip_sampler(False)(c, None)["clip"] for c in cached]))}
-    fast = model.clone(from_features=True).apply(variables, fast_batch, train=False)
+    fast = fast_model.apply(variables, fast_batch, train=False)
     np.testing.assert_allclose(np.asarray(fast["logits"]), np.asarray(full["logits"]), rtol=1e-4, atol=1e-5)
 
 

@@ -166,7 +166,7 @@ def test_feature_similarity_against_the_adapter_definition(runs):
     import jax.numpy as jnp
     from jax import lax
 
-    from aqa_jax.methods.vspp import build_i3d
+    from aqa_jax.models.i3d import build_i3d
 
     run = ia.load_run(runs[0])
     clips, ids = ia.sample_clips(run, 2)

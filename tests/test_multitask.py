@@ -44,7 +44,7 @@ def test_configs_cover_tables_4_and_8_and_refuse_contradictions(name):
                             ("all", "score,cls,caps")):
         c = _config(name, f"tasks={tasks},pretrained=none")
         assert c.mtl.tasks == expected and c.data.name == "mtl_aqa"
-        assert (c.optimizer.name, c.optimizer.lr, c.batch_size, c.num_epochs) == ("adam", 1e-4, 3, 100)
+        assert (c.optimizer.name, c.optimizer.lr, c.batch_size, c.total_epochs) == ("adam", 1e-4, 3, 100)
     for size in (450, 280, 140):
         assert _config(name, f"train_size={size},pretrained=none").data.train_split == f"train_{size}"
     assert _config(name, "dataset=unlv_dive,tasks=score+cls,pretrained=none").data.name == "unlv_dive"
@@ -195,7 +195,7 @@ def _train(name: str, arg: str, workdir: Path, data_dir: Path, **overrides):
 def test_c3d_avg_mtl_runs_end_to_end_on_tiny_synthetic_data(tmp_path, synthetic_data_dir):
     summary = _train("c3d_avg", "debug=True", tmp_path / "run", synthetic_data_dir,
                      **{"data.config": "finger_tapping_tiny", "clips.num_frames": 40, "clips.clip_starts": (0, 16),
-                        "clips.preset": "deepmind_32", "num_epochs": 2, "batch_size": 8})
+                        "clips.preset": "deepmind_32", "total_epochs": 2, "batch_size": 8})
     test = summary["test"]
     assert {"srcc", "acc_label", "bleu_4", "rouge_l"} <= set(test)
     from aqa_jax.train.reports import read_predictions_csv

@@ -32,10 +32,10 @@ def test_debug_config_learns_speed_and_segment_on_held_out_videos(tmp_path_facto
     Measured (seeds 0, 1): loss 2.86 -> 1.69, 2.90 -> 1.61; speed 0.54, 0.55; segment 0.89, 0.88."""
     from aqa_jax.train.loop import train
 
-    config = load_config(f"{REPO}/configs/pecop.py:dataset=synthetic_aqa,task=hand_movement,debug")
+    config = load_config(f"{REPO}/configs/pecop.py:dataset=synthetic_aqa,task=hand_movement,debug",
+                         [f"total_steps={LEARNING_STEPS}",  # replaces total_epochs
+                          f"checkpoint.every_steps={LEARNING_STEPS}"])  # only the last state (saves time)
     config.data.data_dir = str(tmp_path_factory.mktemp("vspp_data"))
-    config.total_steps = LEARNING_STEPS
-    config.checkpoint.every_steps = LEARNING_STEPS  # only the last state (saves time)
     config.num_devices = 1
     config.mesh = [("data", 1), ("model", 1)]
     summary = train(config, tmp_path)

@@ -16,7 +16,6 @@ import pytest
 
 from aqa_jax.cli import main
 from aqa_jax.config_args import load_config
-from aqa_jax.config_features import set_epochs
 from aqa_jax.data.registry import build, data_source
 from aqa_jax.features import ExtractorSettings
 from aqa_jax.train import reports
@@ -44,10 +43,10 @@ def feature_run(tmp_path_factory):
                  "--out", str(feats), "--clip-len", "8", "--stride", "8", "--preset", "deepmind_32"]) == 0
     assert main(["build-data", "clip_features", "--manual-dir", str(feats),
                  "--data-dir", str(feats / "tfds")]) == 0
-    config = load_config(f"{REPO}/configs/cofinal.py:dataset=features,folder={feats},label_scale=4")
+    config = load_config(f"{REPO}/configs/cofinal.py:dataset=features,folder={feats},label_scale=4",
+                         ["total_epochs=2", "optimizer.t_max=2.0"])  # the cosine over the 2 epochs
     config.cofinal.update(hidden_dim=32, clip_num=4, max_clips=8)
     config.update(batch_size=4, num_devices=1, mesh=[("data", 1), ("model", 1)])
-    set_epochs(config, 2)
     train(config, workdir)
     return data_dir, workdir, config
 

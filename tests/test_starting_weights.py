@@ -103,13 +103,14 @@ def test_weights_arg_does_not_mix_with_a_pretraining_run():
 
 
 def test_missing_named_weights_stop_the_cli_before_any_data(tmp_path, monkeypatch, capsys):
+    import aqa_jax.experiment as experiment
     import aqa_jax.train.loop as loop
 
     def touched(*args, **kwargs):
         raise AssertionError("data or the run were touched before the weights were checked")
 
-    monkeypatch.setattr(loop, "data_source", touched)
-    monkeypatch.setattr(loop, "_Run", touched)
+    monkeypatch.setattr(experiment, "data_source", touched)
+    monkeypatch.setattr(loop, "Experiment", touched)
     weights = tmp_path / "weights"
     monkeypatch.setenv("AQA_JAX_WEIGHTS", str(weights))
     for config, name, source in (("core.py:dataset=mtl_aqa", "rgb_imagenet_hassony2", "model_rgb.pth"),
@@ -257,7 +258,7 @@ def test_official_pecop_checkpoint_vspp_network_equals_pecop_forward(pecop_check
 
 def test_fine_tuning_starts_from_an_official_pecop_checkpoint(pecop_checkpoint):
     from aqa_jax.models.i3d import InceptionI3d
-    from aqa_jax.train.init_from import load_backbone
+    from aqa_jax.weights.init import load_backbone
     from aqa_jax.weights.named import starting_point_record
 
     tmodel, _, converted = pecop_checkpoint

@@ -18,7 +18,8 @@ from jax.sharding import PartitionSpec as P
 from train_helpers import REPO, flat_params, restore_state, tiny_config, train_losses, write_config_file
 
 from aqa_jax.train.checkpoint import Checkpointer
-from aqa_jax.train.loop import _Run, train
+from aqa_jax.experiment import Experiment
+from aqa_jax.train.loop import train
 from aqa_jax.train.partition import label_of
 
 MESH_1 = dict(num_devices=1, mesh=[("data", 1), ("model", 1)])
@@ -57,7 +58,7 @@ def test_one_and_eight_devices_give_the_same_losses(runs):
 
 def test_eight_device_state_is_sharded_as_the_rules_say(runs, synthetic_data_dir):
     config = tiny_config(synthetic_data_dir, **MESH_8)
-    run = _Run(config, runs("adapters_8"))
+    run = Experiment.from_config(config, runs("adapters_8"))
     ckpt = Checkpointer(runs("adapters_8"), read_only=True)
     state = ckpt.restore(3, run.abstract_state())
     ckpt.close()
@@ -77,7 +78,7 @@ def test_eight_device_state_is_sharded_as_the_rules_say(runs, synthetic_data_dir
 
 
 def test_checkpoint_restores_onto_a_different_mesh(runs, synthetic_data_dir):
-    run = _Run(tiny_config(synthetic_data_dir, **MESH_1), runs("adapters_8"))
+    run = Experiment.from_config(tiny_config(synthetic_data_dir, **MESH_1), runs("adapters_8"))
     ckpt = Checkpointer(runs("adapters_8"), read_only=True)
     state = ckpt.restore(3, run.abstract_state())
     ckpt.close()

@@ -15,15 +15,20 @@ from aqa_jax.train.step import make_train_step
 
 class _Net(nn.Module):
     @nn.compact
-    def __call__(self, batch, *, train, use_running_average=None):
+    def __call__(self, batch, *, train, use_running_average=None, step=None):
         frozen = True if use_running_average is None else use_running_average
         x = nn.BatchNorm(use_running_average=frozen, name="backbone_bn")(batch["x"])
         x = nn.Dense(1, name="backbone")(x)
         head = nn.BatchNorm(use_running_average=not train, name="head_bn")(batch["x"])  # a head in train mode
-        return {"y": x + nn.Dense(1, name="head")(head)}
+        out = {"y": x + nn.Dense(1, name="head")(head)}
+        if step is not None:  # the training progress the train step passes (forward_takes_step)
+            out["step"] = jnp.asarray(step, jnp.float32)
+        return out
 
 
 class _Method(Method):
+    forward_takes_step = True
+
     def build_model(self):
         return _Net()
 
@@ -31,7 +36,8 @@ class _Method(Method):
         raise NotImplementedError
 
     def loss(self, outputs, batch):
-        return jnp.mean(outputs["y"] ** 2), {"seen_step": jnp.mean(batch["train_step"])}
+        assert set(batch) == {"x"}  # the batch is the data alone
+        return jnp.mean(outputs["y"] ** 2), {"seen_step": outputs["step"]}
 
     def predict(self, outputs, batch):
         return outputs

@@ -380,12 +380,12 @@ def test_ground_truth_boundaries_for_the_first_quarter_of_the_epochs():
     gt = jnp.array([[5, 60]]), jnp.array([[[0, 70]]])
     batch = {"transitions": gt[0], "exemplar_transitions": gt[1]}
     predicted = jnp.array([[[20, 50], [0, 90]]])
-    choose = lambda b, train: np.asarray(tsa.choose_boundaries(  # noqa: E731
-        b, predicted, train=train, gt_boundary_steps=100, num_frames=96))
-    np.testing.assert_array_equal(choose(dict(batch, train_step=jnp.int32(99)), True), [[[5, 60], [1, 70]]])
-    np.testing.assert_array_equal(choose(dict(batch, train_step=jnp.int32(100)), True), [[[20, 50], [1, 90]]])
-    np.testing.assert_array_equal(choose(batch, True), [[[20, 50], [1, 90]]])  # no progress: predicted
-    np.testing.assert_array_equal(choose(dict(batch, train_step=jnp.int32(0)), False), [[[20, 50], [1, 90]]])
+    choose = lambda step, train: np.asarray(tsa.choose_boundaries(  # noqa: E731
+        batch, predicted, train=train, gt_boundary_steps=100, num_frames=96, step=step))
+    np.testing.assert_array_equal(choose(jnp.int32(99), True), [[[5, 60], [1, 70]]])
+    np.testing.assert_array_equal(choose(jnp.int32(100), True), [[[20, 50], [1, 90]]])
+    np.testing.assert_array_equal(choose(None, True), [[[20, 50], [1, 90]]])  # no progress: predicted
+    np.testing.assert_array_equal(choose(jnp.int32(0), False), [[[20, 50], [1, 90]]])
 
 
 def _tiny_method():
@@ -420,13 +420,15 @@ def test_network_trains_its_heads_and_predicts_with_m_exemplars():
 
     def loss_fn(params, batch, mutable):
         v = {"params": merge(params, frozen), "batch_stats": variables["batch_stats"]}
+        step = jnp.int32(0)  # what the train step passes (Method.forward_takes_step)
         if mutable:
-            out, new = net.apply(v, batch, train=True, use_running_average=True, mutable=["batch_stats"])
+            out, new = net.apply(v, batch, train=True, use_running_average=True, step=step,
+                                 mutable=["batch_stats"])
         else:
-            out, new = net.apply(v, batch, train=True, use_running_average=True), None
+            out, new = net.apply(v, batch, train=True, use_running_average=True, step=step), None
         return method.loss(out, batch)[0], (out, new)
 
-    step_batch = dict(batch, train_step=jnp.int32(0))
+    step_batch = batch
     (loss, (out, new)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=2)(
         train_params, step_batch, True)
     assert np.isfinite(float(loss)) and out["delta"].shape == out["delta_reverse"].shape == (2, 1)
@@ -463,7 +465,7 @@ def test_cached_features_are_refused():
 
 def test_fine_diving_config_is_the_official_recipe():
     c = load_config(f"{REPO}/configs/tsa.py:dataset=fine_diving")
-    assert (c.batch_size, c.num_epochs, c.optimizer.lr, c.optimizer.lr_factors.backbone) == (8, 200, 1e-3, 0.1)
+    assert (c.batch_size, c.total_epochs, c.optimizer.lr, c.optimizer.lr_factors.backbone) == (8, 200, 1e-3, 0.1)
     assert c.tsa.exemplar_key == "action_type" and c.tsa.num_exemplars == 10 and c.tsa.num_frames == 96
     assert c.clips.num_frames == 96 and c.clips.preset == "tsa"
     assert split_clips(np.arange(96), c.clips.clip_starts).shape == (9, 16)
@@ -475,13 +477,13 @@ def test_fine_diving_config_is_the_official_recipe():
 
 @pytest.mark.slow  # two I3D compilations on one core: about 1.5 min
 def test_debug_training_run_reports_finite_srcc_and_tiou(synthetic_data_dir, tmp_path):
-    from aqa_jax.train.loop import train
+    from aqa_jax.experiment import Experiment
     from aqa_jax.train import reports
+    from aqa_jax.train.loop import train
 
-    config = load_config(f"{REPO}/configs/tsa.py:dataset=synthetic_aqa,debug")
+    config = load_config(f"{REPO}/configs/tsa.py:dataset=synthetic_aqa,debug", ["total_steps=2"])
     config.data.update(data_dir=str(synthetic_data_dir), config="finger_tapping_tiny")
     config.clips.layout = "uniform"  # the tiny videos have 40 frames: 64 spread over them
-    config.total_steps = 2
     config.num_devices = 1
     config.mesh = [("data", 1), ("model", 1)]
     summary = train(config, tmp_path)
@@ -492,7 +494,9 @@ def test_debug_training_run_reports_finite_srcc_and_tiou(synthetic_data_dir, tmp
     assert 0 <= result["tiou_0.75"] <= result["tiou_0.5"] <= 1
     ids, columns = reports.read_predictions_csv(tmp_path / "predictions_test.csv")
     assert len(ids) == 4 and {"tiou", "t1_pred", "exemplar_spread"} <= set(columns)
-    assert config.tsa.gt_boundary_steps == 1  # filled by prepare(): 2 epochs of 1 step, epoch 0
+    # prepare() computes it from the schedule: 2 epochs of 1 step, epoch 0; the config keeps -1
+    assert config.tsa.gt_boundary_steps == -1
+    assert Experiment.from_config(config, tmp_path).model.gt_boundary_steps == 1
 
 
 @pytest.mark.slow  # the debug config as shipped: about 6 minutes on one core

@@ -25,6 +25,7 @@ def tiny_config(data_dir: Path | str, **overrides: Any):
     from aqa_jax.config_args import load_config
 
     config = load_config(f"{REPO}/configs/pecop.py:dataset=synthetic_aqa,debug")
+    del config.total_epochs  # TINY sets total_steps, the other of the pair (aqa_jax.steps)
     config.data.data_dir = str(data_dir)
     config.data.eval_split = ""
     for key, value in {**TINY, **overrides}.items():

@@ -34,6 +34,7 @@ from aqa_jax.caption_metrics import caption_report
 from aqa_jax.methods._score import ScoreMethod
 from aqa_jax.metrics import regression_report
 from aqa_jax.models.captioner import S2VTCaptioner, caption_vocab, pad_caption, tokens_until_eos
+from aqa_jax.steps import Schedule
 
 TASKS = ("score", "cls", "caps")
 # The MTL-AQA sub-action classes (reference aqa_methods.md §5.1).
@@ -91,7 +92,9 @@ class MultitaskMethod(ScoreMethod):
         self.score_scale = float(m.get("score_scale", 1.0))
 
     # --- data --------------------------------------------------------------------------------
-    def prepare(self, train_source) -> None:
+    def prepare(self, train_source, schedule: Schedule | None = None) -> None:
+        """The caption vocabulary of the training split, unless ``mtl.vocab`` gives it (the
+        schedule is not needed)."""
         m = self.config.mtl
         if self.captions and not list(m.get("vocab", [])):
             vocab = caption_vocab(train_source[i] for i in range(len(train_source)))

@@ -187,11 +187,25 @@ class ScoreMethod(Method):
     dataset's own units); they are evaluated and written per sample to the predictions CSV.
     """
 
-    #: set by the loop when the records hold cached backbone features (feature_cache)
+    #: whether the records hold cached backbone features (:meth:`use_cached_features`)
     feature_mode: bool = False
 
     def sampler(self, train: bool) -> Any:
         return self.clip_sampler(train)
+
+    def feature_cache_sampler(self) -> FrameClipSampler | CachedClipSampler:
+        """The evaluation clip sampler (centre crop, no flip, no temporal shift)."""
+        return self.clip_sampler(False)
+
+    def backbone_features(self, backbone: nn.Module, clips: jax.Array) -> jax.Array:
+        """:func:`clip_features` in evaluation mode (running BatchNorm statistics)."""
+        return clip_features(backbone, clips, train=False, use_running_average=True)[0]
+
+    def use_cached_features(self, model: nn.Module) -> nn.Module:
+        """Samplers read cached features (:class:`CachedClipSampler`); the network skips its
+        backbone (``from_features=True``)."""
+        self.feature_mode = True
+        return model.clone(from_features=True)
 
     def clip_sampler(self, train: bool) -> FrameClipSampler | CachedClipSampler:
         """record → one video's clips (or its cached features) with score and labels."""

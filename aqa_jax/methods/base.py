@@ -3,7 +3,9 @@
 A method owns its network (an I3D, or another backbone, named ``backbone`` plus its heads), the
 clip sampler that turns dataset records into examples, the loss, and the evaluation protocol.
 The loop owns everything else: mesh, optimizer, freezing, BatchNorm policy, gradient
-accumulation, checkpoints, metrics.
+accumulation, checkpoints, metrics. What the loop tells a method it passes explicitly: the
+run's :class:`~aqa_jax.steps.Schedule` to :meth:`Method.prepare`, and, to a network that
+declares :attr:`Method.forward_takes_step`, the step being trained.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from aqa_jax.data.pipeline import ClipSampler
+from aqa_jax.steps import Schedule
 
 Batch = Mapping[str, Any]
 Metrics = dict[str, Any]
@@ -36,6 +39,16 @@ class Method(abc.ABC):
     video_input: str = "clips"
     #: record fields each example carries besides ``score`` (e.g. ``difficulty``).
     label_keys: tuple[str, ...] = ()
+    #: whether the network's training forward takes ``step=``: the optimizer step being
+    #: computed (an int32 scalar counted from 0, the same for every micro-batch of an
+    #: accumulated step), for a network that schedules on training progress (TSA's
+    #: ground-truth boundaries). The train step passes it only to such a network; evaluation
+    #: and prediction never do.
+    forward_takes_step: bool = False
+    #: whether the method's samplers draw from the training split even in evaluation and
+    #: prediction (CoRe and TSA compare with training exemplars), so that :meth:`prepare`
+    #: must read that split before anything is scored.
+    samples_from_train_split: bool = False
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -70,15 +83,45 @@ class Method(abc.ABC):
         with DD) are inputs a user must give."""
         return {}
 
-    def prepare(self, train_source: Any) -> None:
+    def prepare(self, train_source: Any, schedule: Schedule | None = None) -> None:
         """Reads what the method needs from the training split before the network is built
-        (CoRe: group boundaries and exemplar pools). The default needs nothing."""
+        (CoRe: group boundaries and exemplar pools) and, from ``schedule``, the run's step
+        arithmetic (TSA: the steps that use ground-truth boundaries). ``schedule`` is None
+        when nothing will be trained (a method that needs it then uses what its config
+        says). The default needs nothing."""
 
     def load_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
         """Variables with the pretrained weights of ``config.init_from`` in place.
 
-        The default fills the ``backbone`` I3D from :func:`aqa_jax.train.init_from.load_backbone`.
+        The default fills the ``backbone`` I3D from :func:`aqa_jax.weights.init.load_backbone`.
         """
-        from aqa_jax.train.init_from import load_backbone
+        from aqa_jax.weights.init import load_backbone
 
         return load_backbone(variables, self.config.get("init_from", "kinetics400"))
+
+    # --- frozen-backbone fast path (config.precompute_features, aqa_jax.train.feature_cache) --
+
+    def feature_cache_sampler(self) -> ClipSampler:
+        """record → the example whose ``clip`` holds the video's clips in the evaluation
+        layout: the clips whose backbone features the fast path computes once per video.
+
+        The default refuses: a method whose examples are not a video's clips (VSPP's speed
+        and segment draws) has no fast path."""
+        raise ValueError(self._no_feature_cache())
+
+    def backbone_features(self, backbone: nn.Module, clips: jax.Array) -> jax.Array:
+        """Evaluation-mode features ``(..., n_clips, C)`` of ``clips`` ``(..., n_clips, T, H,
+        W, 3)``, computed by the network's ``backbone`` (called as ``backbone.apply(variables,
+        clips, method=...)``): what the fast path caches. The default refuses (see
+        :meth:`feature_cache_sampler`)."""
+        raise ValueError(self._no_feature_cache())
+
+    def use_cached_features(self, model: nn.Module) -> nn.Module:
+        """Switches this method's samplers to records whose ``clip`` holds cached backbone
+        features and returns the network that reads them (``model``'s parameters, its
+        backbone skipped). The default refuses (see :meth:`feature_cache_sampler`)."""
+        raise ValueError(self._no_feature_cache())
+
+    def _no_feature_cache(self) -> str:
+        return (f"method {type(self).__module__.rsplit('.', 1)[-1]} cannot train on cached "
+                "backbone features: set precompute_features=False")

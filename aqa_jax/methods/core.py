@@ -63,6 +63,7 @@ from aqa_jax.methods._score import ScoreMethod, build_backbone, clip_features
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import torch_uniform_init
 from aqa_jax.models.precision import compute_dtype
+from aqa_jax.steps import Schedule
 
 
 def group_bounds(deltas: np.ndarray, num_leaves: int, score_range: float) -> np.ndarray:
@@ -251,6 +252,8 @@ class CoReNetwork(nn.Module):
 class Method(ScoreMethod):
     """CoRe (see module docstring)."""
 
+    samples_from_train_split = True  # exemplars of the training split
+
     def __init__(self, config):
         super().__init__(config)
         c = config.core
@@ -258,7 +261,9 @@ class Method(ScoreMethod):
         self.label_keys = ("difficulty",) if self.use_dd else ()
         self.pool: ExemplarPool | None = None
 
-    def prepare(self, train_source) -> None:
+    def prepare(self, train_source, schedule: Schedule | None = None) -> None:
+        """The exemplar pool of the training split and, unless ``core.group_bounds`` gives
+        them, the regression tree's group boundaries (the schedule is not needed)."""
         c = self.config.core
         self.pool = ExemplarPool(train_source, c.get("exemplar_key") or None, self.label_keys)
         if not list(c.get("group_bounds", [])):

@@ -50,11 +50,12 @@ pseudo-frame ``floor(t * num_frames / T + 0.5)``.
 
 Our choices where the official code has none or cannot run:
 
-- **switch to predicted boundaries**: the network uses the ground truth while
-  ``batch["train_step"] < gt_boundary_steps`` (:meth:`Method.prepare` computes the step of
-  the official epoch rule; the generic train step puts its step count in the batch as
-  ``train_step``). A forward without ``train_step`` uses the predicted boundaries, as the
-  official run does for 75% of its epochs and in every evaluation;
+- **switch to predicted boundaries**: the network uses the ground truth while the step being
+  trained is below ``gt_boundary_steps`` (:meth:`Method.prepare` computes the step of the
+  official epoch rule from the run's :class:`~aqa_jax.steps.Schedule`; the method declares
+  :attr:`~aqa_jax.methods.base.Method.forward_takes_step`, so the generic train step passes
+  that step to the network as ``step=``). A forward without ``step`` uses the predicted
+  boundaries, as the official run does for 75% of its epochs and in every evaluation;
 - **PSNet BatchNorm**: the official code freezes only the I3D's BN (``fix_bn`` on
   ``base_model``); PSNet's BN is in training mode (batch statistics, running statistics
   updated, running variance unbiased as PyTorch). The generic train step makes
@@ -81,7 +82,8 @@ Our choices where the official code has none or cannot run:
 ``config.tsa``: ``num_frames`` (pseudo-frames, 96), ``fix_size`` (5), ``decoder_depth`` (3),
 ``num_heads`` (8), ``mlp_ratio`` (4), ``exemplar_key`` (``action_type`` | ""),
 ``num_exemplars`` (10), ``gt_boundary_fraction`` (0.25), ``gt_boundary_steps`` (-1: computed
-by :meth:`Method.prepare`), ``map_layout`` (``official`` | ``per_position``).
+by :meth:`Method.prepare` from the schedule; never written back into the config),
+``map_layout`` (``official`` | ``per_position``).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ from aqa_jax.metrics import interval_iou, tiou_at
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.layers import BatchNorm, torch_uniform_init
 from aqa_jax.models.precision import compute_dtype
+from aqa_jax.steps import Schedule
 
 NUM_STEPS = 3  # two transitions: take-off / flight / entry
 MAP_LAYOUTS = ("official", "per_position")
@@ -215,18 +218,19 @@ def predicted_transitions(logits: jax.Array) -> jax.Array:
 
 
 def choose_boundaries(batch: Mapping[str, jax.Array], predicted: jax.Array, *, train: bool,
-                      gt_boundary_steps: int, num_frames: int) -> jax.Array:
+                      gt_boundary_steps: int, num_frames: int,
+                      step: jax.Array | int | None = None) -> jax.Array:
     """The step boundaries the pooling uses, ``(B, 1 + M, 2)``, made sane (:func:`sane_boundaries`).
 
-    The ground truth (``transitions``, ``exemplar_transitions``) in a training forward whose
-    batch carries ``train_step < gt_boundary_steps`` (the official ``epoch / max_epoch <=
-    0.25``); otherwise ``predicted``, as the official run after its first 25% of epochs and in
-    every evaluation. Without ``train_step`` in the batch the training progress is unknown and
-    the predicted boundaries are used.
+    The ground truth (``transitions``, ``exemplar_transitions``) in a training forward at a
+    ``step`` (the optimizer step being trained, from 0) below ``gt_boundary_steps`` (the
+    official ``epoch / max_epoch <= 0.25``); otherwise ``predicted``, as the official run
+    after its first 25% of epochs and in every evaluation. Without ``step`` the training
+    progress is unknown and the predicted boundaries are used.
     """
-    if train and "train_step" in batch and gt_boundary_steps > 0:
+    if train and step is not None and gt_boundary_steps > 0:
         gt = jnp.concatenate([batch["transitions"][:, None], batch["exemplar_transitions"]], axis=1)
-        use_gt = jnp.asarray(batch["train_step"]) < gt_boundary_steps
+        use_gt = jnp.asarray(step) < gt_boundary_steps
         predicted = jnp.where(use_gt, gt.astype(jnp.int32), predicted)
     return sane_boundaries(predicted, num_frames)
 
@@ -384,7 +388,11 @@ class TSANetwork(nn.Module):
 
     @nn.compact
     def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
-                 use_running_average: bool | None = None) -> dict[str, jax.Array]:
+                 use_running_average: bool | None = None,
+                 step: jax.Array | int | None = None) -> dict[str, jax.Array]:
+        """``step``: the optimizer step being trained (the train step passes it, see
+        :attr:`~aqa_jax.methods.base.Method.forward_takes_step`); it chooses ground-truth or
+        predicted boundaries (:func:`choose_boundaries`)."""
         if self.map_layout not in MAP_LAYOUTS:
             raise ValueError(f"tsa.map_layout={self.map_layout!r}; use one of {MAP_LAYOUTS}")
         clips = jnp.concatenate([batch["clip"][:, None], batch["exemplar_clip"]], axis=1)
@@ -402,7 +410,7 @@ class TSANetwork(nn.Module):
         logits = logits.reshape(b, v1, self.num_frames, 2)
         predicted = predicted_transitions(logits)  # (B, 1 + M, 2)
         bounds = choose_boundaries(batch, predicted, train=train, gt_boundary_steps=self.gt_boundary_steps,
-                                   num_frames=self.num_frames)
+                                   num_frames=self.num_frames, step=step)
 
         map_videos = maps if train else maps[:, 1:]  # the query's map is only read in training
         vm = map_videos.shape[1]
@@ -488,6 +496,9 @@ def gt_boundary_steps(fraction: float, steps_per_epoch: int, total_steps: int) -
 class Method(ScoreMethod):
     """TSA (see module docstring)."""
 
+    forward_takes_step = True  # ground-truth boundaries for the first steps
+    samples_from_train_split = True  # exemplars of the training split
+
     def __init__(self, config):
         super().__init__(config)
         if config.get("precompute_features"):
@@ -502,21 +513,24 @@ class Method(ScoreMethod):
         if int(t.num_frames) < 4:
             raise ValueError(f"tsa.num_frames={t.num_frames}: need at least 4 pseudo-frames")
         self.pool: ExemplarPool | None = None
+        #: steps (from 0) trained with ground-truth boundaries: ``tsa.gt_boundary_steps`` when
+        #: given (>= 0), else computed by :meth:`prepare` from the schedule (0 without one)
+        self.gt_boundary_steps = max(int(t.get("gt_boundary_steps", -1)), 0)
 
-    def prepare(self, train_source) -> None:
-        c, t = self.config, self.config.tsa
+    def prepare(self, train_source, schedule: Schedule | None = None) -> None:
+        """The exemplar pool of the training split and, unless ``tsa.gt_boundary_steps`` gives
+        it, the official epoch rule's ground-truth steps for ``schedule``."""
+        t = self.config.tsa
         self.pool = ExemplarPool(train_source, t.get("exemplar_key") or None, self.label_keys)
-        if int(t.get("gt_boundary_steps", -1)) < 0:
-            repeat = int(c.data.get("repeat", 1))
-            per_epoch = max(len(train_source) * repeat // (c.batch_size * int(c.get("step_per_update", 1))), 1)
-            total = int(c.get("total_steps") or c.num_epochs * per_epoch)
-            t.gt_boundary_steps = gt_boundary_steps(float(t.gt_boundary_fraction), per_epoch, total)
+        if int(t.get("gt_boundary_steps", -1)) < 0 and schedule is not None:
+            self.gt_boundary_steps = gt_boundary_steps(float(t.gt_boundary_fraction),
+                                                       schedule.steps_per_epoch, schedule.total_steps)
 
     def build_model(self) -> TSANetwork:
         t = self.config.tsa
         return TSANetwork(build_backbone(self.config), int(t.num_frames), int(t.fix_size),
                           int(t.decoder_depth), int(t.num_heads), float(t.mlp_ratio),
-                          max(int(t.get("gt_boundary_steps", 0)), 0), t.get("map_layout", "official"),
+                          self.gt_boundary_steps, t.get("map_layout", "official"),
                           dtype=compute_dtype(self.config))
 
     def clip_sampler(self, train: bool) -> TSAClipSampler:

@@ -24,18 +24,9 @@ import optax
 
 from aqa_jax.data.pipeline import VSPPSampler
 from aqa_jax.methods.base import Method as BaseMethod
-from aqa_jax.models.i3d import InceptionI3d
+from aqa_jax.models.i3d import InceptionI3d, build_i3d
 from aqa_jax.models.layers import torch_uniform_init
 from aqa_jax.models.precision import compute_dtype
-
-
-def build_i3d(model_config: Mapping[str, Any], **overrides: Any) -> InceptionI3d:
-    """The backbone I3D of ``config.model`` (fields of :class:`InceptionI3d`); the methods pass
-    ``dtype=compute_dtype(config)`` (``config.compute_dtype``, :mod:`aqa_jax.models.precision`)."""
-    fields = dict(model_config)
-    fields["adapter_blocks"] = tuple(fields.get("adapter_blocks", ()))
-    fields.update(overrides)
-    return InceptionI3d(**fields)
 
 
 class VSPPHead(nn.Module):
@@ -94,8 +85,8 @@ class Method(BaseMethod):
     def load_pretrained(self, variables: dict[str, Any]) -> dict[str, Any]:
         """The backbone from ``config.init_from`` and, from a converted official PECoP
         checkpoint or a VSPP run, the two heads too (continual pretraining goes on from it;
-        :func:`aqa_jax.train.init_from.load_vspp_heads`)."""
-        from aqa_jax.train.init_from import load_vspp_heads
+        :func:`aqa_jax.weights.init.load_vspp_heads`)."""
+        from aqa_jax.weights.init import load_vspp_heads
 
         variables = super().load_pretrained(variables)
         return load_vspp_heads(variables, self.config.get("init_from", "none"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -280,3 +280,13 @@ class InceptionI3d(nn.Module):
                 continue
             endpoints[name] = x
         return endpoints
+
+
+def build_i3d(model_config: Mapping[str, Any], **overrides: Any) -> InceptionI3d:
+    """The :class:`InceptionI3d` whose fields are ``model_config`` (a run's ``config.model``;
+    ``adapter_blocks`` made a tuple), with ``overrides`` on top, e.g. ``final_endpoint`` or
+    ``dtype=compute_dtype(config)`` (:mod:`aqa_jax.models.precision`)."""
+    fields = dict(model_config)
+    fields["adapter_blocks"] = tuple(fields.get("adapter_blocks", ()))
+    fields.update(overrides)
+    return InceptionI3d(**fields)

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
+from aqa_jax.methods.base import Method
+from aqa_jax.progress import track
 from aqa_jax.train.partition import trainable_predicate
 
 FROZEN_BACKBONE_LABELS = ("adapter", "bn", "backbone")
@@ -48,16 +49,12 @@ def backbone_variables(state: Any) -> dict[str, Any]:
     return jax.device_get(tree)
 
 
-def make_clip_feature_fn(backbone: Any, variables: Mapping[str, Any]):
-    """A jitted ``(N, n_clips, T, H, W, 3) -> (N, n_clips, C)`` on this process's devices."""
-    from aqa_jax.methods._score import clip_features
-
+def make_clip_feature_fn(method: Method, backbone: Any, variables: Mapping[str, Any]):
+    """A jitted ``(N, n_clips, T, H, W, 3) -> (N, n_clips, C)`` on this process's devices:
+    ``method.backbone_features`` of ``backbone`` with ``variables`` (its params and BN
+    statistics)."""
     variables = jax.tree.map(jnp.asarray, dict(variables))
-
-    def features(module, clips):
-        return clip_features(module, clips, train=False, use_running_average=True)[0]
-
-    return jax.jit(lambda clips: backbone.apply(variables, clips, method=features))
+    return jax.jit(lambda clips: backbone.apply(variables, clips, method=method.backbone_features))
 
 
 def cache_split(
@@ -66,8 +63,9 @@ def cache_split(
 ) -> list[dict[str, Any]]:
     """Every record of ``source`` with its per-clip features as ``clip`` (its frames dropped).
 
-    ``sampler`` is the method's evaluation clip sampler (deterministic); the record's other
-    fields stay, so exemplar pools can still group the cached records.
+    ``sampler`` is the method's :meth:`~aqa_jax.methods.base.Method.feature_cache_sampler`
+    (deterministic); the record's other fields stay, so exemplar pools can still group the
+    cached records. Progress is shown as :func:`aqa_jax.progress.track` does (``desc``).
     """
     out: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
@@ -78,7 +76,7 @@ def cache_split(
             out.append(dict(example, clip=f.astype(np.float32)))
         pending.clear()
 
-    for index in tqdm(range(len(source)), desc=desc, unit="video", dynamic_ncols=True):
+    for index in track(range(len(source)), desc=desc, unit="video"):
         record = source[index]
         example = {k: v for k, v in record.items() if k != "frames"}
         example.update(sampler(record, None))

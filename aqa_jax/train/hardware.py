@@ -2,6 +2,7 @@
 
   python launch/main.py --config configs/pecop.py:dataset=pd4t,task=gait,hardware=gpu_8 ...
   python launch/main.py --config configs/usdl.py:dataset=mtl_aqa --hardware tpu_v5e_16 ...
+  aqa-jax config configs/core.py:dataset=mtl_aqa,hardware=tpu_v4_32     # what it changes
 
 A preset is data about a machine (devices, processes, peak bf16 FLOP/s) plus the run
 settings that follow from it: the mesh (data parallel: I3D has 12.7M parameters, so
@@ -9,8 +10,9 @@ there is nothing to gain from splitting them), ``compute_dtype='bfloat16'``, gra
 processes per host, and how often to checkpoint. The method's recipe (global batch, epochs,
 learning rate) is not touched: :func:`apply_hardware` only checks that the global batch
 splits evenly over the devices and processes, and says what to change when it does not.
-One method is still one module and one config; ``hardware=`` is an argument of that config
-(``configs/pecop.py``) or a flag of ``launch/main.py`` for any config.
+One method is still one module and one config: ``hardware=NAME`` in any config spec (or
+``launch/main.py --hardware NAME``) is applied by :func:`aqa_jax.config_args.load_config`,
+after ``get_config`` and before the ``--set`` overrides.
 
 The worker counts and checkpoint intervals are starting points, not measured on the
 hardware (see docs/SCALING.md).
@@ -58,7 +60,8 @@ class Hardware:
       mesh: ``config.mesh``.
       compute_dtype: ``config.compute_dtype``.
       worker_count: grain decoding processes per JAX process (``config.data.worker_count``).
-      checkpoint_every_steps: ``config.checkpoint.every_steps`` (spot/preemptible TPUs: often).
+      checkpoint_every_steps: ``config.checkpoint.every_steps``, replacing the config's
+        ``every_epochs`` (spot/preemptible TPUs: often).
     """
 
     name: str
@@ -91,6 +94,7 @@ HARDWARE: dict[str, Hardware] = {
 
 
 def get_hardware(name: str) -> Hardware:
+    """The preset named ``name``; an unknown name is a ValueError listing the presets."""
     try:
         return HARDWARE[name]
     except KeyError:
@@ -123,11 +127,14 @@ def check_layout(config: Mapping[str, Any], num_devices: int, num_processes: int
             "per_process_batch": batch // num_processes}
 
 
-def apply_hardware(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+def apply_hardware(config: ml_collections.ConfigDict, name: str, *, check: bool = True
+                   ) -> ml_collections.ConfigDict:
     """``config`` set up for hardware preset ``name`` (in place, and returned).
 
     Sets ``hardware``, ``compute_dtype``, ``mesh``, ``num_devices`` (all), the grain worker
-    count and the checkpoint interval, then checks the layout (:func:`check_layout`).
+    count and the checkpoint interval in steps (``checkpoint.every_epochs`` removed), then
+    checks the layout (:func:`check_layout`; ``check=False``: the caller checks it after its
+    own changes, as ``load_config`` does after the ``--set`` overrides).
     ``name`` 'none' or '' leaves the config as it is.
     """
     if name in ("", "none"):
@@ -142,6 +149,9 @@ def apply_hardware(config: ml_collections.ConfigDict, name: str) -> ml_collectio
         config.data.worker_count = hw.worker_count
     if "checkpoint" not in config:
         config.checkpoint = ml_collections.ConfigDict()
+    if "every_epochs" in config.checkpoint:  # one of the *_steps / *_epochs pair (aqa_jax.steps)
+        del config.checkpoint.every_epochs
     config.checkpoint.every_steps = hw.checkpoint_every_steps
-    check_layout(config, hw.num_devices, hw.num_processes)
+    if check:
+        check_layout(config, hw.num_devices, hw.num_processes)
     return config

@@ -16,6 +16,11 @@ Mixed precision (``config.compute_dtype``, :mod:`aqa_jax.models.precision`): the
 outputs are cast to float32 before the method's loss and predictions; parameters, gradients
 and optimizer state are float32 whatever the compute dtype.
 
+Training progress: a network whose method declares
+:attr:`~aqa_jax.methods.base.Method.forward_takes_step` (TSA) gets ``step=state.step`` in its
+training forward (every micro-batch of an accumulated step the same); the batch itself is
+only the data.
+
 Gradient accumulation (``config.step_per_update`` = k): one step consumes k micro-batches
 (a leading axis of k), runs them in sequence (BN statistics updated after each) and applies
 one update with the **sum** of their gradients, as CoRe's ``loss.backward()`` k times then
@@ -60,11 +65,13 @@ def make_train_step(
         raise ValueError(f"config.bn_policy={bn_policy!r}; use one of {BN_POLICIES}")
     update_bn = bn_policy == "batch_stats"
 
-    def loss_fn(train_params, frozen, batch_stats, batch, rng):
+    def loss_fn(train_params, frozen, batch_stats, batch, rng, step):
         variables = {"params": merge(train_params, frozen)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
         kwargs = dict(train=True, use_running_average=not update_bn, rngs={"dropout": rng})
+        if method.forward_takes_step:
+            kwargs["step"] = step
         if batch_stats:  # "frozen" keeps the backbone's statistics; a head's train-mode BN (TSA) updates its own
             outputs, mutated = model.apply(variables, batch, mutable=["batch_stats"], **kwargs)
             batch_stats = mutated["batch_stats"]
@@ -78,18 +85,16 @@ def make_train_step(
     def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
         train_params, frozen = split_trainable(state.params, trainable)
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
-        # the training progress, for methods that schedule on it (TSA's ground-truth boundaries)
-        progress = state.step if step_per_update == 1 else jnp.full((step_per_update,), state.step)
-        batch = {**batch, "train_step": progress}
         if step_per_update == 1:
             (loss, (metrics, batch_stats)), grads = grad_fn(
-                train_params, frozen, state.batch_stats, batch, rng
+                train_params, frozen, state.batch_stats, batch, rng, state.step
             )
         else:
             def micro_step(carry, inputs):
                 grads_sum, stats = carry
                 micro, key = inputs
-                (loss, (metrics, stats)), grads = grad_fn(train_params, frozen, stats, micro, key)
+                (loss, (metrics, stats)), grads = grad_fn(train_params, frozen, stats, micro, key,
+                                                          state.step)
                 return (jax.tree.map(jnp.add, grads_sum, grads), stats), (loss, metrics)
 
             zeros = jax.tree.map(jnp.zeros_like, train_params)

@@ -8,7 +8,7 @@
   from another host cannot be checked from here: the message says how to remove it.
 * :func:`check_resume_config`: a resumed run's config must equal the one saved in
   ``<workdir>/config.json``, except for the keys in :data:`RESUMABLE_KEYS` (where and how
-  often the run works, not what it computes) and ``total_steps``/``num_epochs`` extended.
+  often the run works, not what it computes) and ``total_steps``/``total_epochs`` extended.
   Anything else stops with a one-line diff; ``force=True`` (``--force-config``) resumes
   anyway, and :func:`record_config` appends every config a run started with, and the keys
   it changed, to ``<workdir>/config_history.jsonl``.
@@ -35,12 +35,13 @@ CONFIG_HISTORY = "config_history.jsonl"
 # (compute_dtype and the mesh change it only by float rounding; hardware presets set them).
 RESUMABLE_KEYS: tuple[str, ...] = (
     "num_devices", "mesh", "logical_axis_rules", "hardware", "compute_dtype",
-    "log_every_steps", "eval_every_steps",
-    "checkpoint.every_steps", "checkpoint.max_to_keep", "checkpoint.async_save",
+    "log_every_steps", "log_every_epochs", "eval_every_steps", "eval_every_epochs",
+    "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.max_to_keep",
+    "checkpoint.async_save",
     "data.data_dir", "data.worker_count",
 )
 # May grow on resume (a longer run), never shrink.
-EXTENDABLE_KEYS: tuple[str, ...] = ("total_steps", "num_epochs")
+EXTENDABLE_KEYS: tuple[str, ...] = ("total_steps", "total_epochs")
 
 
 class WorkdirLockedError(ValueError):
@@ -261,7 +262,7 @@ def check_resume_config(
     """(The keys that differ between the ``saved`` config of a run and the ``new`` one it is
     resumed with (JSON-normalised, :func:`config_as_json`); raises
     :class:`ConfigMismatchError` with a one-line diff if any of them may not change
-    (:data:`RESUMABLE_KEYS`; ``total_steps``/``num_epochs`` only if the run's total steps
+    (:data:`RESUMABLE_KEYS`; ``total_steps``/``total_epochs`` only if the run's total steps
     grow from ``old_total_steps`` to ``new_total_steps``), unless ``force``. The second
     element says whether ``force`` let such keys through.)"""
     diff = config_diff(saved, new)

@@ -291,7 +291,7 @@ def load_c3d_backbone(
     variables: Mapping[str, Any], init_from: str | os.PathLike[str] | None
 ) -> dict[str, Any]:
     """``variables`` with the ``backbone`` subtree filled from ``init_from`` (C3D counterpart of
-    :func:`aqa_jax.train.init_from.load_backbone`, for a method's ``load_pretrained``).
+    :func:`aqa_jax.weights.init.load_backbone`, for a method's ``load_pretrained``).
 
     ``init_from`` is ``'none'``/empty (keep the init), a directory written by
     ``aqa-jax convert-weights``, or a PyTorch C3D file (converted on the fly; needs torch).

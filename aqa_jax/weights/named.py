@@ -1,7 +1,7 @@
 """Named starting weights, the weights directory, and the record of what a run started from.
 
 ``config.init_from`` names where a network's backbone starts (see
-:mod:`aqa_jax.train.init_from` for how each is loaded):
+:mod:`aqa_jax.weights.init` for how each is loaded):
 
 - ``rgb_imagenet_hassony2``: DeepMind's ImageNet-inflated Kinetics-400 I3D (``rgb_imagenet``,
   71.1 % top-1) as hassony2's ``model_rgb.pth``, the file PECoP's ``train.py``, CoRe's
@@ -203,7 +203,7 @@ def starting_point_record(init_from: str | None, model_config: Mapping[str, Any]
     if point.kind in ("pypi", "file"):
         record.update(sha256=file_sha256(point.path), hash_of="file")
     elif point.kind == "converted":
-        from aqa_jax.train.init_from import read_weights_dir
+        from aqa_jax.weights.init import read_weights_dir
 
         meta = json.loads((point.path / "model.json").read_text())
         _, tree = read_weights_dir(str(point.path))
@@ -213,7 +213,7 @@ def starting_point_record(init_from: str | None, model_config: Mapping[str, Any]
                       source=str(provenance.get("source", "")),
                       source_sha256=str(provenance.get("source_sha256", "")))
     elif point.kind == "run":
-        from aqa_jax.train.init_from import read_run_state
+        from aqa_jax.weights.init import read_run_state
 
         step, state = read_run_state(str(point.path))
         record.update(sha256=arrays_sha256({c: state.get(c) or {} for c in ("params", "batch_stats")}),
