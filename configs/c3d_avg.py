@@ -36,6 +36,25 @@ TASKS = {name: () for name in CLIPS}  # one score per dive: no task= (tasks= pic
 REQUIRED_ARGS = {"mtl_aqa": "tasks=all,pretrained=weights/c3d_sports1m",
                  "unlv_dive": "tasks=score+cls,pretrained=weights/c3d_sports1m",
                  "synthetic_aqa": "pretrained=none"}
+# The Sports-1M C3D that `aqa-jax convert-weights` turns into pretrained= (docs/C3D_WEIGHTS.md).
+PRETRAINED_SOURCE = common.OfficialWeights("c3d.pickle")
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("C3D-AVG-STL / -MTL", "MTL-AQA", (
+        common.Run("tasks=score,pretrained=weights/c3d", "runs/c3d_stl", note="(`tasks=all`: MTL)"),),
+        paper="89.60 / 90.44", debug="MTL: 0.49, BLEU-4 0.54"),
+    common.TableRow("C3D-AVG (+Cls, +Caps)", "MTL-AQA", (
+        common.Run("tasks=score+cls,pretrained=weights/c3d", "runs/c3d_cls", note="(`tasks=score+caps`)"),),
+        paper="89.62, 88.78"),
+    common.TableRow("C3D-AVG-STL / -MTL, fewer samples", "MTL-AQA 450 / 280 / 140", (
+        common.Run("tasks=score,train_size=450,pretrained=weights/c3d", "runs/c3d_450",
+                   note="(280, 140; `tasks=all`)"),),
+        paper="STL 77.27 / 69.63 / 64.17, MTL 83.52 / 72.09 / 68.16"),
+    common.TableRow("C3D-AVG-STL / -MTL", "UNLV-Dive", (
+        common.Run("dataset=unlv_dive,tasks=score,pretrained=weights/c3d", "runs/c3d_unlv",
+                   note="(`score+cls`; no captions there)"),),
+        paper="83.83 / 88.08"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

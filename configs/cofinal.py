@@ -50,6 +50,15 @@ OFFICIAL = {
 VARIANTS = ("cofinal", "cofinal_2")
 TASKS = common.feature_tasks()
 REQUIRED_ARGS = {"features": "folder=feats/pd4t_gait,label_scale=4"}
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("CoFInAl", "RG Ball / Clubs / Hoop / Ribbon", (
+        common.Run("dataset=rhythmic_gymnastics,task=Ball", "runs/cofinal_ball"),),
+        paper="Ball 80.87 (released log); average ≈ 80.7 [unverified]",
+        debug="0.864 (generated `synthetic_features`)"),
+    common.TableRow("CoFInAl", "Fis-V TES / PCS", (common.Run("dataset=fis_v,task=TES", "runs/cofinal_tes"),),
+                    paper="average ≈ 78.8 [unverified]"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -17,13 +17,17 @@ the library's values.
 
 Step counts are ``*_steps`` / ``*_epochs`` pairs (``total``, ``eval_every``,
 ``checkpoint.every``), at most one of each pair set; :mod:`aqa_jax.steps` resolves them.
+
+A config's ``TABLE_ROWS`` (:class:`TableRow`) are its rows of README.md's method × dataset
+table: only what the config does not say (labels, workdirs, published and ``debug`` figures,
+notes); ``python -m aqa_jax.readme_table`` derives the commands from the configs.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 
@@ -456,3 +460,53 @@ def apply_features_debug(c: ml_collections.ConfigDict, section: dict[str, Any], 
 def feature_tasks() -> dict[str, tuple[str, ...]]:
     """``{dataset: its tasks}`` of the clip-feature datasets (a config's ``TASKS``)."""
     return {name: tuple(spec[1]) for name, spec in FEATURE_DATASETS.items()}
+
+
+# --- README.md's method x dataset table (python -m aqa_jax.readme_table) ---------------------
+
+
+class Run(NamedTuple):
+    """One run of a table row: ``--config configs/<config>.py:<arg> --workdir <workdir>``.
+
+    ``config``: the config file's stem, empty for the file listing the row. In ``arg``,
+    ``task=T`` stands for each task of the dataset, and ``{task}`` / ``{fold}`` are filled in
+    by ``aqa-jax cv`` / ``aqa-jax classes``. ``note``: free text after the command (e.g. the
+    other ``tasks=`` the row's figures cover).
+    """
+
+    arg: str
+    workdir: str
+    note: str = ""
+    config: str = ""
+
+
+class Features(NamedTuple):
+    """What ``dataset=features`` reads: ``aqa-jax extract-features <builder> --config <config>``
+    of a built video dataset, with the I3D of the named starting weights ``weights``."""
+
+    builder: str
+    config: str
+    weights: str
+
+
+class OfficialWeights(NamedTuple):
+    """The official file that ``aqa-jax convert-weights <file> <pretrained> <options>`` turns
+    into a config's ``pretrained=`` directory (the C3D methods), after ``unpack`` if given."""
+
+    file: str
+    options: str = ""
+    unpack: str = ""
+
+
+class TableRow(NamedTuple):
+    """A row of README.md's method × dataset table: the method and dataset labels, the runs,
+    the published figure (Spearman rho x100 as published; ``[unverified]``: recalled, not
+    checked against the paper), what the ``debug`` run printed, and the clip features the
+    runs read (``dataset=features``)."""
+
+    method: str
+    dataset: str
+    runs: tuple[Run, ...]
+    paper: str = ""
+    debug: str = ""
+    features: Features | None = None

@@ -43,6 +43,21 @@ SETTINGS = {
     "synthetic_aqa": (False, "", 4.0, 2, 1),
 }
 TASKS = common.tasks_of(SETTINGS)
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("PECoP → CoRe", "JIGSAWS", (
+        common.Run("dataset=jigsaws,init=pecop,pretrained=runs/pecop_{task}_f{fold}", "runs/core_jigsaws"),),
+        paper="89 (Dom-G 85)"),
+    common.TableRow("PECoP → CoRe", "PD4T (4 tasks)", (
+        common.Run("dataset=pd4t,task=T,init=pecop,pretrained=runs/pecop_T", "runs/core_T"),),
+        paper="63.87 (Dom-G 60.31)"),
+    common.TableRow("PECoP → CoRe", "FineDiving", (
+        common.Run("dataset=fine_diving,init=pecop,pretrained=runs/pecop_fd", "runs/core_fd"),),
+        paper="93.15 (Dom-G 90.61)"),
+    common.TableRow("CoRe", "AQA-7 (6 classes)", (common.Run("dataset=aqa7", "runs/core_aqa7"),),
+                    paper="average 84.01 [unverified]"),
+    common.TableRow("CoRe", "MTL-AQA", (common.Run("dataset=mtl_aqa", "runs/core_mtl"),)),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -21,6 +21,17 @@ from . import common
 EPOCHS = {"Ball": 250, "Clubs": 400, "Hoop": 500, "Ribbon": 150, "TES": 200, "PCS": 200}
 TASKS = common.feature_tasks()
 REQUIRED_ARGS = {"features": "folder=feats/pd4t_gait,label_scale=4"}
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("GDLT", "RG, Fis-V", (
+        common.Run("dataset=rhythmic_gymnastics,task=Ball", "runs/gdlt_ball"),
+        common.Run("dataset=fis_v,task=TES", "runs/gdlt_tes")),
+        paper="RG average 76.5, Fis-V 76.1 [unverified]", debug="0.65-0.71"),
+    common.TableRow("CoFInAl / GDLT", "any video dataset (PD4T, MTL-AQA, ...)", (
+        common.Run("dataset=features,folder=DIR,label_scale=4", "runs/cofinal_gait", config="cofinal"),
+        common.Run("dataset=features,folder=DIR,label_scale=4", "runs/gdlt_gait")),
+        features=common.Features("pd4t", "gait", "rgb_imagenet_hassony2")),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -32,6 +32,18 @@ TASKS = {name: () for name in CLIPS}  # one score per dive: no task= (tasks= pic
 REQUIRED_ARGS = {"mtl_aqa": "tasks=all,pretrained=weights/mscadc_body",
                  "unlv_dive": "tasks=score+cls,pretrained=weights/mscadc_body",
                  "synthetic_aqa": "pretrained=none"}
+# The MSCADC body archive of ParitoshParmar/MTL-AQA that `aqa-jax convert-weights` turns into pretrained=.
+PRETRAINED_SOURCE = common.OfficialWeights("C3D_small_PyTorch_Trained_12.pth", options="--format c3d",
+                                           unpack="7z x C3D_small_PyTorch_Trained_12.7z.001")
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("MSCADC-STL / -MTL", "MTL-AQA", (
+        common.Run("tasks=score,pretrained=weights/mscadc_body", "runs/mscadc_stl", note="(`tasks=all`)"),),
+        paper="84.72 / 86.12 (+Cls 85.76, +Caps 85.47)", debug="MTL: 0.52, BLEU-4 0.57"),
+    common.TableRow("MSCADC-STL / -MTL", "UNLV-Dive", (
+        common.Run("dataset=unlv_dive,tasks=score,pretrained=weights/mscadc_body", "runs/mscadc_unlv"),),
+        paper="79.79 / 80.60"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -26,6 +26,15 @@ JUDGES = {
     "synthetic_aqa": ("factors", 4, 21, 0.0, 1.0, 2.0, "sum", 0.0, 30),
 }
 TASKS = common.tasks_of(JUDGES)
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("PECoP → MUSDL", "MTL-AQA", (
+        common.Run("dataset=mtl_aqa,init=pecop,pretrained=runs/pecop_mtl", "runs/musdl_mtl"),),
+        paper="93.72 (Dom-G 92.73)"),
+    common.TableRow("PECoP → MUSDL", "JIGSAWS (3 tasks x 4 folds)", (
+        common.Run("dataset=jigsaws,init=pecop,pretrained=runs/pecop_{task}_f{fold}", "runs/musdl_jigsaws"),),
+        paper="76 (Dom-G 70)"),
+)
 # synthetic_aqa: the factor severities' weights in the 0-4 score (aqa_jax.data.synthetic)
 FACTOR_JUDGE_WEIGHTS = [common.SYNTHETIC_MAX_SCORE * w for w in common.SYNTHETIC_FACTOR_WEIGHTS.values()]
 

@@ -33,6 +33,12 @@ SETTINGS = {
     "synthetic_aqa": ("", 30),
 }
 TASKS = common.tasks_of(SETTINGS)
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("PECoP → TSA", "FineDiving", (
+        common.Run("dataset=fine_diving,init=pecop,pretrained=runs/pecop_fd", "runs/tsa_fd"),),
+        paper="93.13 (Dom-G 92.03)", debug="0.52"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -43,6 +43,16 @@ BINS = {
     "synthetic_aqa": (41, 0.0, 4.0, 3.0, 30),
 }
 TASKS = common.tasks_of(BINS)
+# README.md's method x dataset table (python -m aqa_jax.readme_table derives the commands).
+TABLE_ROWS = (
+    common.TableRow("USDL", "AQA-7 (6 classes)", (common.Run("dataset=aqa7", "runs/usdl_aqa7"),),
+                    paper="average 81.02 [unverified]"),
+    common.TableRow("USDL", "PD4T, MTL-AQA, JIGSAWS", (
+        common.Run("dataset=pd4t,task=gait", "runs/usdl_gait"),
+        common.Run("dataset=mtl_aqa", "runs/usdl_mtl"),
+        common.Run("dataset=jigsaws", "runs/usdl_jigsaws")),
+        paper="PD4T: not published in text"),
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
