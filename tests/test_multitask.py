@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aqa_jax.config_args import load_module
 from aqa_jax.data import synthetic
 from aqa_jax.data.pipeline import FrameClipSampler
 from aqa_jax.data.transforms import apply_transform
@@ -23,10 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(name: str, arg: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_module(ROOT / "configs" / f"{name}.py").get_config(arg)
 
 
 def test_tasks_are_the_rows_of_table_4():
