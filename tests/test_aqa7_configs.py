@@ -43,7 +43,8 @@ def level(k: int) -> int:  # frame k's gray level
 @pytest.fixture(scope="module")
 def aqa7_dir(tmp_path_factory) -> Path:
     """A built ``aqa7/diving``: 8 training, 4 test samples of 104 frames (16x12 JPEGs)."""
-    seven = tmp_path_factory.mktemp("manual") / "Seven"
+    root = tmp_path_factory.mktemp("aqa7")  # manual/Seven (the owners' files) and data/ (built)
+    seven = root / "manual" / "Seven"
     (seven / "Split_4").mkdir(parents=True)
     scipy.io.savemat(seven / "Split_4" / "split_4_train_list.mat", {"consolidated_train_list": np.array(TRAIN)})
     scipy.io.savemat(seven / "Split_4" / "split_4_test_list.mat", {"consolidated_test_list": np.array(TEST)})
@@ -52,7 +53,7 @@ def aqa7_dir(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         for k in range(1, 105):
             cv2.imwrite(str(folder / f"img_{k:05d}.jpg"), np.full((12, 16, 3), level(k), np.uint8))
-    data = tmp_path_factory.mktemp("data")
+    data = root / "data"
     build("aqa7", "diving", data_dir=str(data), manual_dir=str(seven))
     return data
 
@@ -92,7 +93,7 @@ def test_sampler_reads_the_first_103_frames_and_normalises_the_class_scores(aqa7
     sampler = method.clip_sampler(False)
     source = data_source("aqa7", "diving", "test", data_dir=str(aqa7_dir))
     raw = {int(r[1]): float(r[2]) for r in scipy.io.loadmat(
-        next(aqa7_dir.parent.glob("manual*")) / "Seven" / "Split_4" / "split_4_test_list.mat")["consolidated_test_list"]}
+        aqa7_dir.parent / "manual" / "Seven" / "Split_4" / "split_4_test_list.mat")["consolidated_test_list"]}
     for record in source:
         idx = sampler.frame_indices(record, np.random.default_rng(0))
         np.testing.assert_array_equal(idx, np.arange(103))  # img_00001 ... img_00103, no shift
