@@ -5,7 +5,8 @@ The machinery of ``benchmarks/pecop_effect.py`` (its command line) and of the de
 
 Data (fixed across seeds, :func:`aqa_jax.data.synthetic.generate_video` with ``tempo=True``):
 ``hand_movement`` videos of 48 frames at 32x32 whose score is the movement's tempo (a cycle of
-10-20 frames, score ``4 * slowing``), steady within a video; disjoint subjects for the
+14-18 frames, score ``4 * slowing``), steady within a video (a spread of tempos small next to
+the gaps between VSPP's playback rates, so that the speed label is learnable); disjoint subjects for the
 unlabelled pretraining pool, train, validation and test. Procedural discs on textured
 backgrounds: nothing like Kinetics.
 
