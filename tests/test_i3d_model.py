@@ -107,9 +107,9 @@ def test_max_pool_pad_value_matters_for_negative_inputs():
 
 
 def test_zero_init_adapters_are_identity():
-    # An I3D cut after Mixed_4b with adapters in its three Mixed blocks: the adapter module is
-    # the same in every block, and the full network compiles four times slower.
-    blocks, end = ("Mixed_3b", "Mixed_3c", "Mixed_4b"), "Mixed_4b"
+    # An I3D cut after Mixed_3c with adapters in its two Mixed blocks: the adapter module is
+    # the same in every block, and the full network compiles many times slower.
+    blocks, end = ("Mixed_3b", "Mixed_3c"), "Mixed_3c"
     x = jax.random.normal(jax.random.key(1), (1, 8, 32, 32, 3))
     plain = InceptionI3d(variant="pecop", final_endpoint=end)
     adapted = InceptionI3d(variant="pecop", adapter_blocks=blocks, adapter_zero_init=True, final_endpoint=end)
