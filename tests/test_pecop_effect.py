@@ -62,7 +62,7 @@ def test_ridge_probe_picks_the_penalty_on_validation():
     assert out["alpha"] == 1e-3 and out["test_srcc"] > 0.99
 
 
-@pytest.mark.slow  # 13 min on a busy 2-core CPU: 500 VSPP steps (Dom-G and PECoP, tempo 14-18)
+@pytest.mark.slow  # ~8 min on a free 2-core CPU: 800 VSPP steps (Dom-G and PECoP, tempo 14-18)
 def test_reduced_benchmark_learns_the_pretext_and_removes_cleanly(tmp_path):
     pe = _benchmark()
     setup = pe.Setup(**pe.QUICK)
