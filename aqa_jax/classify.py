@@ -91,7 +91,11 @@ class Classifier:
         self.frames, self.preset = frames, SIZE_PRESETS[size]
         self.labels = kinetics400_labels()
         model, variables = load_classifier(weights)
-        self._logits = jax.jit(lambda clip: model.apply(variables, clip)["logits"])
+        # the weights are an argument, not constants: the compiled program (and its entry in
+        # the persistent compilation cache) is the architecture's, whatever the weights
+        apply = jax.jit(lambda v, clip: model.apply(v, clip)["logits"])
+        on_device = jax.device_put(variables)
+        self._logits = lambda clip: apply(on_device, clip)
 
     def clip(self, record: Mapping[str, Any]) -> np.ndarray:
         """The record's network input: (1, T, size, size, 3) float32 in [-1, 1]."""

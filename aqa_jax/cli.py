@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from aqa_jax.compilation_cache import enable_compilation_cache
+
 EXAMPLES = """\
 examples:
   aqa-jax demo                          # PECoP and its effect on synthetic videos (CPU, minutes)
@@ -28,7 +30,10 @@ examples:
   aqa-jax extract-features --videos clips/ --out features/    # per-clip I3D features
   aqa-jax classify video.mp4            # Kinetics-400 top-5: a quick check of the backbone
 
-Datasets go to $AQA_JAX_DATA_DIR (or --data-dir). `aqa-jax COMMAND --help` lists a command's
+Datasets go to $AQA_JAX_DATA_DIR (or --data-dir). Every command keeps XLA's compiled programs
+in a persistent cache, $AQA_JAX_CACHE (default $XDG_CACHE_HOME/aqa_jax/jax, else
+~/.cache/aqa_jax/jax; AQA_JAX_CACHE=off: no cache), so a second run on the same shapes (a second
+`predict` or `extract-features`) starts in seconds. `aqa-jax COMMAND --help` lists a command's
 options. Errors are one line (exit status 2; 1: a NaN stop or unreadable videos; 143:
 preempted, checkpoint saved); --debug shows their traceback.
 """
@@ -627,9 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     1 for a NaN stop or videos that could not be read, 143 for a preempted run (SIGTERM; its
     checkpoint saved). Any other error keeps its full traceback (exit status 1), as every error
     does with ``--debug``. Log lines of the ``aqa_jax`` logger go to stderr, timestamped.
+    Every command runs with JAX's persistent compilation cache on
+    (:mod:`aqa_jax.compilation_cache`; ``AQA_JAX_CACHE=off`` turns it off).
     """
     args = build_parser().parse_args(argv)
     with _Logging(args.debug):
+        enable_compilation_cache()
         try:
             return args.func(args)
         except Exception as err:

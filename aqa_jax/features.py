@@ -82,13 +82,13 @@ def video_features(
 
 
 def make_feature_fn(model, variables):
-    """A jitted ``clips -> features`` for an ``InceptionI3d`` and its variables."""
-
-    @jax.jit
-    def features(clips):
-        return model.apply(variables, clips)["features"]
-
-    return features
+    """``clips -> features`` for an ``InceptionI3d`` and its variables: a jitted apply that
+    takes the variables (put on the device once) as an argument, not as constants, so its
+    compiled program, and its entry in the persistent compilation cache, are those of the
+    architecture and clip shape alone (any weights reuse them; the entry holds no weights)."""
+    apply = jax.jit(lambda v, clips: model.apply(v, clips)["features"])
+    on_device = jax.device_put(variables)
+    return lambda clips: apply(on_device, clips)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,20 +133,43 @@ def check_extractor_settings(out_dir: str | os.PathLike[str], settings: Extracto
                          f"{settings.to_dict()}: write these to another --out")
 
 
-def kinetics400_i3d(variant: str = "deepmind") -> tuple[InceptionI3d, dict[str, Any]]:
-    """(model, variables) of the shipped Kinetics-400 I3D with ``variant``'s numerics (a BN
-    scale, where the variant has one, set to ones). Every leaf comes from the weights file, so
-    the variables' shapes are taken with ``jax.eval_shape`` and nothing is compiled (a jitted
-    ``init`` of the I3D takes minutes to compile on a CPU)."""
+def i3d_shapes(model: InceptionI3d) -> dict[str, Any]:
+    """``{'params', 'batch_stats'}`` of ``model`` as ``jax.ShapeDtypeStruct`` leaves, from
+    ``jax.eval_shape`` of its ``init`` (traced, not compiled: about 1 s, where a jitted
+    ``init`` of the I3D takes about a minute to compile on a CPU)."""
     from flax import linen as nn
 
+    return nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                   jax.ShapeDtypeStruct((1, 8, 32, 32, 3), np.float32)))
+
+
+def kinetics400_i3d(variant: str = "deepmind") -> tuple[InceptionI3d, dict[str, Any]]:
+    """(model, variables) of the shipped Kinetics-400 I3D with ``variant``'s numerics (a BN
+    scale, where the variant has one, set to ones). Every leaf comes from the weights file
+    onto the shapes of :func:`i3d_shapes`; nothing is compiled."""
     from aqa_jax.weights.kinetics import load_i3d_kinetics400
 
     model = InceptionI3d(variant=variant)
-    shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
-                                     jax.ShapeDtypeStruct((1, 8, 32, 32, 3), np.float32)))
+    shapes = i3d_shapes(model)
     zeros = {c: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v) for c, v in shapes.items()}
     return model, load_i3d_kinetics400(zeros)
+
+
+def run_i3d(workdir: str | os.PathLike[str]) -> InceptionI3d:
+    """The I3D of a training run (``config.model``, adapters included) up to the average pool
+    that gives clip features; ValueError for a run without an I3D or one cut before Mixed_5c."""
+    from aqa_jax.experiment import Experiment
+
+    run = Experiment.from_workdir(workdir, prepare=False)  # no data split is opened
+    if "variant" not in run.config.get("model", {}):
+        raise ValueError(f"{workdir} is a {run.config.get('method')} run without an I3D backbone; "
+                         "features come from an I3D (kinetics400, converted weights or an "
+                         "I3D run such as PECoP)")
+    end = run.config.model.get("final_endpoint", "Logits")
+    if end not in ("Mixed_5c", "AvgPool", "Logits"):  # the pool itself has no parameters
+        raise ValueError(f"{workdir}: its I3D stops at {end}, short of Mixed_5c and the "
+                         "average pool that gives clip features")
+    return run.i3d(final_endpoint="AvgPool")  # Logits, if any, do not change the features
 
 
 def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dict[str, Any]]:
@@ -155,10 +178,11 @@ def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dic
     - ``kinetics400``: the shipped DeepMind Kinetics-400 I3D, with ``variant``'s numerics;
     - a ``convert-weights`` directory (``model.json``): its own architecture and weights;
     - a training run's workdir (``checkpoints/``), e.g. a PECoP run: its I3D (``config.model``,
-      adapters included) up to the average pool, with the backbone of its latest checkpoint.
-    """
-    from aqa_jax.weights.init import load_backbone
+      adapters included) up to the average pool (:func:`run_i3d`), every variable from the
+      backbone of its latest checkpoint (a variable the checkpoint lacks is an error).
 
+    Nothing is compiled: the variables' shapes come from :func:`i3d_shapes`.
+    """
     path = Path(weights)
     if weights != "kinetics400" and (path / "model.json").is_file():
         from aqa_jax.weights.store import load_model_weights
@@ -167,27 +191,14 @@ def load_i3d(weights: str, variant: str = "deepmind") -> tuple[InceptionI3d, dic
         return model, variables
     if weights == "kinetics400":
         return kinetics400_i3d(variant)
-    elif (path / "checkpoints").is_dir():
-        from aqa_jax.experiment import Experiment
+    if (path / "checkpoints").is_dir():
+        from aqa_jax.weights.init import run_backbone
 
-        run = Experiment.from_workdir(path, prepare=False)  # no data split is opened
-        if "variant" not in run.config.get("model", {}):
-            raise ValueError(f"{path} is a {run.config.get('method')} run without an I3D backbone; "
-                             "features come from an I3D (kinetics400, converted weights or an "
-                             "I3D run such as PECoP)")
-        end = run.config.model.get("final_endpoint", "Logits")
-        if end not in ("Mixed_5c", "AvgPool", "Logits"):  # the pool itself has no parameters
-            raise ValueError(f"{path}: its I3D stops at {end}, short of Mixed_5c and the "
-                             "average pool that gives clip features")
-        model = run.i3d(final_endpoint="AvgPool" if end == "Mixed_5c" else end)
-    else:
-        raise FileNotFoundError(f"--weights {weights!r} is neither 'kinetics400', a weights "
-                                "directory (model.json, from `aqa-jax convert-weights`) nor a "
-                                "training workdir (checkpoints/)")
-    init = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 8, 32, 32, 3), np.float32))
-    wrapped = {c: {"backbone": v} for c, v in jax.device_get(init).items()}
-    loaded = load_backbone(wrapped, weights)
-    return model, {c: v["backbone"] for c, v in loaded.items()}
+        model = run_i3d(path)
+        return model, run_backbone(path, i3d_shapes(model))
+    raise FileNotFoundError(f"--weights {weights!r} is neither 'kinetics400', a weights "
+                            "directory (model.json, from `aqa-jax convert-weights`) nor a "
+                            "training workdir (checkpoints/)")
 
 
 class FeatureExtractor:

@@ -1,4 +1,7 @@
-"""Test setup: CPU only, 8 simulated devices (so sharding is exercised), shared/ discovery."""
+"""Test setup: CPU only, 8 simulated devices (so sharding is exercised), no persistent
+compilation cache (the commands' default one is in the user's home, and jax.config is global
+to the process, so one test turning it on would change what every later test compiles; tests of
+aqa_jax.compilation_cache set their own folder), shared/ discovery."""
 
 import os
 import sys
@@ -6,6 +9,7 @@ from pathlib import Path
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+os.environ["AQA_JAX_CACHE"] = "off"  # inherited by the commands tests run in subprocesses
 
 import pytest  # noqa: E402
 

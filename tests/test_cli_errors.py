@@ -79,7 +79,8 @@ def test_the_same_error_in_a_subprocess_prints_the_traceback():
             " 'xla'))(jnp.zeros((1, 4, 8, 8, 3)), jnp.zeros((3, 3, 3, 5, 8)))\n"
             "sys.exit(cli.main(['demo']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+                          timeout=300, env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin",
+                                                "AQA_JAX_CACHE": "off"})
     assert done.returncode == 1 and TRACEBACK in done.stderr and "ValueError" in done.stderr
     assert HINT not in done.stderr
 

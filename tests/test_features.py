@@ -1,5 +1,7 @@
 """extract-features: clip windows by hand, features equal a direct forward of the same clip."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,79 @@ def test_extract_features_with_a_pecop_run(tmp_path):
     kinetics, kinetics_variables = load_i3d("kinetics400", config.model.variant)
     plain = jax.jit(kinetics.apply)(kinetics_variables, clip[None])["features"][0]
     assert np.abs(plain - direct).max() > 1e-3  # the adapters (and the step) changed the features
+
+
+def _fake_run(workdir, model_overrides, drop=()):
+    """A training run's workdir without training: the tiny PECoP config (``model_overrides``
+    on its ``model``) and a step-3 checkpoint whose state holds a random backbone (and a
+    head), less the backbone leaves whose paths contain one of ``drop``. Returns (config,
+    the saved backbone as ``{'params', 'batch_stats'}``)."""
+    import orbax.checkpoint as ocp
+    from flax import traverse_util
+    from train_helpers import tiny_config
+
+    from aqa_jax.features import i3d_shapes
+    from aqa_jax.models.i3d import build_i3d
+    from aqa_jax.train.workdir import config_as_json
+
+    config = tiny_config(workdir / "no_data", model=model_overrides)
+    workdir.mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps(config_as_json(config)))
+    rng = np.random.default_rng(0)
+    backbone = {}
+    for c, tree in i3d_shapes(build_i3d(config.model)).items():
+        flat = traverse_util.flatten_dict(tree)
+        backbone[c] = traverse_util.unflatten_dict({
+            k: (rng.uniform(0.5, 1.5, s.shape) if k[-1] == "var" else rng.normal(0, 0.1, s.shape)).astype(s.dtype)
+            for k, s in flat.items() if not any(d in "/".join(k) for d in drop)})
+    state = {"step": np.int32(3), "params": {"backbone": backbone["params"],
+                                             "head_speed": {"kernel": np.ones((1024, 4), np.float32)}},
+             "batch_stats": {"backbone": backbone["batch_stats"]}}
+    with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state",)) as manager:
+        manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+        manager.wait_until_finished()
+    return config, backbone
+
+
+def test_features_of_a_run_workdir_equal_its_checkpoint_applied(tmp_path):
+    """`--weights RUN` without compiling an init: every variable is the checkpoint's backbone
+    (a Logits layer, which does not change features, left out), and the features equal the
+    run's own I3D applied to the checkpoint's variables."""
+    import jax
+    from flax import traverse_util
+
+    from aqa_jax.features import FeatureExtractor
+    from aqa_jax.models.i3d import build_i3d
+
+    config, saved = _fake_run(tmp_path / "run", {"adapter_blocks": ("Mixed_5b", "Mixed_5c"),
+                                                 "final_endpoint": "Logits", "num_classes": 4})
+    model, variables = load_i3d(str(tmp_path / "run"))
+    flat, expected = (traverse_util.flatten_dict(v) for v in (variables, saved))
+    assert model.final_endpoint == "AvgPool" and model.adapter_blocks == ("Mixed_5b", "Mixed_5c")
+    assert set(flat) == {k for k in expected if k[1] != "Logits"}
+    for key, value in flat.items():
+        np.testing.assert_array_equal(value, expected[key], err_msg="/".join(key))
+
+    settings = ExtractorSettings(weights=str(tmp_path / "run"), variant=config.model.variant,
+                                 clip_len=8, stride=8, preset="deepmind_32")
+    record = _records(["a"], seed=3)[0]
+    features = FeatureExtractor(settings)(record)
+    clip = apply_transform(decode_frames(record["frames"], range(8, 16)), "deepmind_32")
+    direct = jax.jit(build_i3d(config.model).apply)(saved, clip[None])["features"][0]
+    assert features.shape == (2, 1024)
+    np.testing.assert_allclose(features[1], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_a_variable_missing_from_the_run_checkpoint_is_an_error(tmp_path):
+    """No variable of a run's I3D is left at an initial value: an adapter the checkpoint
+    lacks is named."""
+    from aqa_jax.weights.assign import ConversionError
+
+    _fake_run(tmp_path / "run", {"adapter_blocks": ("Mixed_5b", "Mixed_5c"), "final_endpoint": "AvgPool"},
+              drop=("Mixed_5c/adapter",))
+    with pytest.raises(ConversionError, match=r"model leaves not in backbone of .* step 3: "
+                                              r"[^|]*Mixed_5c/adapter/"):
+        load_i3d(str(tmp_path / "run"))
 
 
 def _mean_colour_extractor():

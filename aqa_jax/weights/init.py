@@ -147,17 +147,32 @@ def load_backbone(variables: dict[str, Any], init_from: str) -> dict[str, Any]:
                      "written by `aqa-jax convert-weights` (convert the file first)")
 
 
-def _backbone_from_run(workdir: Path, target: Mapping[str, Any]) -> dict[str, Any]:
+def _run_backbone_source(workdir: Path) -> tuple[str, dict[tuple[str, ...], np.ndarray]]:
+    """(name for errors, flat ``(collection, *path)`` backbone leaves) of the latest
+    checkpoint of training run ``workdir``."""
     step, state = read_run_state(str(workdir))
     source = {}
     for collection in ("params", "batch_stats"):
         tree = (state.get(collection) or {}).get(BACKBONE, {})
         source.update({(collection, *k): v for k, v in _flat_source(tree).items()})
+    return f"backbone of {workdir} step {step}", source
+
+
+def _backbone_from_run(workdir: Path, target: Mapping[str, Any]) -> dict[str, Any]:
+    name, source = _run_backbone_source(workdir)
     # A VSPP network stops at AvgPool: a downstream model's Logits keep their init.
-    return fill_variables(
-        target, source, keep_initial=("adapter", "Logits"),
-        source_name=f"backbone of {workdir} step {step}",
-    )
+    return fill_variables(target, source, keep_initial=("adapter", "Logits"), source_name=name)
+
+
+def run_backbone(workdir: str | Path, target: Mapping[str, Any]) -> dict[str, Any]:
+    """The I3D variables whose tree is ``target`` (``{'params', 'batch_stats'}`` of a bare
+    I3D, no ``backbone`` wrapper; values or ``jax.eval_shape`` shapes, only their shapes and
+    dtypes are read), every leaf taken from the backbone of the latest checkpoint of
+    training run ``workdir``; the run's layers that ``target`` does not have (a model cut
+    earlier) are left out. No leaf keeps a value of ``target``: a leaf the checkpoint lacks is
+    a :class:`ConversionError` naming it, as is a shape that differs."""
+    name, source = _run_backbone_source(Path(workdir))
+    return fill_variables(target, _present(source, target), keep_initial=(), source_name=name)
 
 
 def load_vspp_heads(variables: dict[str, Any], init_from: str) -> dict[str, Any]:
