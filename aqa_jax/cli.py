@@ -12,7 +12,7 @@ import traceback
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -165,6 +165,18 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_results(results: list[dict[str, Any]], format_result: Callable[[dict[str, Any]], str],
+                   to_json: Callable[[list[dict[str, Any]]], str], *, as_json: bool) -> int:
+    """Prints per-video results (JSON, or a line each); 1 if any video failed (its error is in
+    the output), else 0."""
+    if as_json:
+        print(to_json(results))
+    else:
+        for result in results:
+            print(format_result(result))
+    return 1 if any("error" in r for r in results) else 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from aqa_jax.predict import format_result, predict_videos, to_json
 
@@ -179,12 +191,7 @@ def _predict(args: argparse.Namespace) -> int:
         plot_dir = Path(args.plot) if args.plot is not True else Path(args.checkpoint) / "predictions"
     results = predict_videos(args.checkpoint, args.videos, step=args.step, labels=labels,
                              data_dir=args.data_dir, plot_dir=plot_dir)
-    if args.json:
-        print(to_json(results))
-    else:
-        for result in results:
-            print(format_result(result))
-    return 1 if any("error" in r for r in results) else 0  # the errors are in the output
+    return _print_results(results, format_result, to_json, as_json=args.json)
 
 
 def _is_number(text: str) -> bool:
@@ -296,12 +303,7 @@ def _classify(args: argparse.Namespace) -> int:
                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     results = classify_videos(args.videos, weights=args.weights, frames=args.frames,
                               size=args.size, top=args.top)
-    if args.json:
-        print(to_json(results))
-    else:
-        for result in results:
-            print(format_result(result))
-    return 1 if any("error" in r for r in results) else 0  # the errors are in the output
+    return _print_results(results, format_result, to_json, as_json=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,17 +2,16 @@
 
 Oracles: the top-5 read-out (probabilities in (0, 1], descending, summing to at most 1) and a
 direct computation: OpenCV's frames, the reader's JPEG step, the centre window and the
-``deepmind_112`` resize/crop/scale written out here, the Kinetics-400 I3D applied directly,
+``deepmind_112`` resize/crop/scale written out, the Kinetics-400 I3D applied directly,
 softmax by hand. The class names are checked against properties of DeepMind's label map
 (400 distinct names, in alphabetical order, which is the order of its logits).
 """
 
 import json
 
-import cv2
 import numpy as np
 import pytest
-from test_features_videos import as_reader_stores, opencv_frames, sample_video
+from test_features_videos import as_reader_stores, deepmind_crop, opencv_frames, sample_video
 
 from aqa_jax.classify import centre_window, format_result
 from aqa_jax.cli import main
@@ -20,18 +19,6 @@ from aqa_jax.weights.kinetics import kinetics400_labels
 
 FRAMES, SIZE = 16, 112
 VIDEOS = ("bikes", "carphone_pristine")
-
-
-def deepmind_112(frames: np.ndarray) -> np.ndarray:
-    """Short side → 128 (bilinear), centre 112x112 crop, values in [-1, 1]."""
-    out = []
-    for f in frames:
-        h, w = f.shape[:2]
-        nh, nw = round(h * 128 / min(h, w)), round(w * 128 / min(h, w))
-        f = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        top, left = round((nh - 112) / 2), round((nw - 112) / 2)
-        out.append(f[top : top + 112, left : left + 112])
-    return np.stack(out).astype(np.float32) * (2 / 255) - 1
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +67,7 @@ def test_top1_agrees_with_a_direct_computation(classified):
     for path, result in zip(paths, results):
         frames = opencv_frames(path)
         start = (len(frames) - FRAMES) // 2  # the middle 16 frames
-        clip = deepmind_112(np.stack([as_reader_stores(f) for f in frames[start : start + FRAMES]]))
+        clip = deepmind_crop(np.stack([as_reader_stores(f) for f in frames[start : start + FRAMES]]), 128, 112)
         logits = np.asarray(apply(variables, clip[None])["logits"][0], np.float64)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()

@@ -58,15 +58,16 @@ def as_reader_stores(frame: np.ndarray) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
 
 
-def deepmind_64(frames: np.ndarray) -> np.ndarray:
-    """Short side → 64 (bilinear), centre 64x64 crop, values in [-1, 1]."""
+def deepmind_crop(frames: np.ndarray, short: int, crop: int) -> np.ndarray:
+    """Short side → ``short`` (bilinear), centre ``crop`` x ``crop``, values in [-1, 1]: the
+    ``deepmind_<crop>`` presets written out."""
     out = []
     for f in frames:
         h, w = f.shape[:2]
-        nh, nw = round(h * 64 / min(h, w)), round(w * 64 / min(h, w))
+        nh, nw = round(h * short / min(h, w)), round(w * short / min(h, w))
         f = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        top, left = round((nh - 64) / 2), round((nw - 64) / 2)
-        out.append(f[top : top + 64, left : left + 64])
+        top, left = round((nh - crop) / 2), round((nw - crop) / 2)
+        out.append(f[top : top + crop, left : left + crop])
     return np.stack(out).astype(np.float32) * (2 / 255) - 1
 
 
@@ -123,7 +124,7 @@ def test_features_equal_a_direct_i3d_computation(extracted):
     for name, clip_index in (("bikes", 4), ("carphone_pristine", 1)):
         frames = opencv_frames(extracted[name.split("_")[0]])
         start = clip_index * STRIDE
-        clip = deepmind_64(np.stack([as_reader_stores(f) for f in frames[start : start + CLIP]]))
+        clip = deepmind_crop(np.stack([as_reader_stores(f) for f in frames[start : start + CLIP]]), 64, 64)
         direct = np.asarray(apply(variables, clip[None])["features"][0])
         saved = np.load(extracted["out"] / f"{name}.npy")
         np.testing.assert_allclose(saved[clip_index], direct, atol=1e-4)
