@@ -265,12 +265,13 @@ def format_config(config: ml_collections.ConfigDict) -> str:
     """The config as ``aqa-jax config`` prints it: indented JSON, keys in the config's order."""
     import json
 
-    return json.dumps(_plain(config), indent=2)
+    return json.dumps(plain(config), indent=2)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A config (or any value in one) as plain dicts, lists and scalars, keys as text."""
     if hasattr(value, "keys"):
-        return {str(k): _plain(value[k]) for k in value.keys()}
+        return {str(k): plain(value[k]) for k in value.keys()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -194,16 +194,10 @@ def specs() -> dict[str, list[str]]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "keys"):
-        return {str(k): _plain(value[k]) for k in value.keys()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a.b": leaf}`` of a nested mapping; an empty mapping is kept as ``{}``."""
+    from aqa_jax.config_args import plain
+
     if hasattr(tree, "keys"):
         if not tree and prefix:
             return {prefix: {}}
@@ -211,7 +205,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
         for key in tree.keys():
             out.update(flatten(tree[key], f"{prefix}.{key}" if prefix else str(key)))
         return out
-    return {prefix: _plain(tree)}
+    return {prefix: plain(tree)}
 
 
 def resolve_all(load: Callable[[str], Any]) -> dict[str, dict[str, Any]]:

@@ -50,13 +50,7 @@ def default_dataset(name: str, arg: str) -> str:
 def filled(name: str, arg: str) -> str:
     """``arg`` with ``T`` / ``C`` / ``{task}`` the dataset's first task and ``F`` / ``{fold}`` 0."""
     tasks = config_tasks(f"{CONFIGS}/{name}.py").get(default_dataset(name, arg), ())
-    task = tasks[0] if tasks else ""
-    out = []
-    for item in filter(None, arg.split(",")):
-        key, eq, value = item.partition("=")
-        value = {"T": task, "C": task, "F": "0"}.get(value, value)
-        out.append(f"{key}{eq}{value.replace('{task}', task).replace('{fold}', '0')}")
-    return ",".join(out)
+    return readme_table.fill(arg, tasks[0] if tasks else "")
 
 
 def test_readme_table_is_the_generated_one():
