@@ -141,7 +141,10 @@ class Experiment:
     - ``model``: the method's network; ``step_model``: the network the jitted steps run
       (the same, or after :meth:`use_feature_cache` the one reading cached backbone
       features);
-    - ``example``: one training example (batch of 1), the shape template of the network;
+    - ``example``: one training example's device fields (batch of 1) as the pipeline yields
+      them (clips uint8), the template of a batch's shapes and dtypes; ``init_example``: the
+      same as network input (clips normalised by the method), what the network is
+      initialised on;
     - ``tx`` and ``lr_schedule``: the optimizer (frozen labels get no update) and its
       learning rate as a function of the step;
     - ``shardings``: the train state's shardings on ``mesh``; ``param_counts``.
@@ -307,9 +310,15 @@ class Experiment:
         return {k: np.asarray(v)[None] for k, v in self.split_batch(one)[0].items()}
 
     @functools.cached_property
+    def init_example(self) -> dict[str, np.ndarray]:
+        """:attr:`example` as the network sees it inside the steps: uint8 clips normalised to
+        float32 (:meth:`Method.normalize_inputs`)."""
+        return self.method.normalize_inputs(self.example)
+
+    @functools.cached_property
     def boxed_variables(self) -> Any:
         """The network's variables as logically partitioned shapes (nothing computed)."""
-        return abstract_variables(self.model, self.example)
+        return abstract_variables(self.model, self.init_example)
 
     @functools.cached_property
     def _optimizer(self) -> tuple[Any, Callable[[Any], Any]]:
@@ -356,7 +365,7 @@ class Experiment:
         ``config.init_from``'s weights put in place by the method, sharded on ``mesh``."""
         init_from = self.config.get("init_from", "none")
         return create_train_state(
-            self.model, self.tx, self.example, self.shardings, seed=self.config.seed,
+            self.model, self.tx, self.init_example, self.shardings, seed=self.config.seed,
             load_pretrained=None if init_from in ("none", "", None) else self.method.load_pretrained,
         )
 

@@ -238,7 +238,7 @@ def _init_setup(config: Any, data_dir: str | None):
     if data_dir is not None:
         config.data.data_dir = data_dir
     exp = Experiment.from_config(config)
-    return config, exp.method, exp.model, exp.example
+    return config, exp.method, exp.model, exp.init_example
 
 
 def _adapter_weights_from_init_from(config: Any) -> bool:
@@ -400,9 +400,11 @@ def sample_clips(run: AdapterRun, n: int = 4, *, split: str | None = None,
                  data_dir: str | None = None) -> tuple[np.ndarray, list[str]]:
     """``n`` clips ``(n, T, H, W, 3)`` and their video ids from the run's dataset (its
     evaluation split, else its training split): the run's clip length and transform preset,
-    ``T`` consecutive frames from the middle of each of the first ``n`` videos, centre crop."""
+    ``T`` consecutive frames from the middle of each of the first ``n`` videos, centre crop,
+    normalised to float32 network input."""
     from aqa_jax.data.pipeline import FrameClipSampler
     from aqa_jax.data.registry import data_source
+    from aqa_jax.data.transforms import normalize_clip
 
     c = run.config
     d = c.data
@@ -418,7 +420,7 @@ def sample_clips(run: AdapterRun, n: int = 4, *, split: str | None = None,
         start = max((total - clip_len) // 2, 0)
         idx = np.minimum(np.arange(start, start + clip_len), total - 1)
         example = sampler.example(record, idx, None)
-        clips.append(example["clip"])
+        clips.append(normalize_clip(example["clip"], preset))  # network input, as the steps feed it
         ids.append(example["id"])
     return np.stack(clips), ids
 

@@ -140,7 +140,9 @@ class Predictor:
         self.step = self.experiment.checkpoint_step(step)
         self.variables = self.experiment.restore_variables(self.step)  # whole arrays on this machine
         self.sampler = self.method.sampler(False)
-        self.apply = jax.jit(lambda v, batch: self.model.apply(v, batch, train=False))
+        # the sampler's uint8 clips normalised on device, as the run's predict step does
+        self.apply = jax.jit(lambda v, batch: self.model.apply(v, self.method.normalize_inputs(batch),
+                                                               train=False))
         self.per_clip = self.config.method != "tsa"
         self.extractor = self._feature_extractor(config) if self.method.video_input == "features" else None
 

@@ -12,6 +12,7 @@ import pytest
 
 from train_helpers import flat_params, restore_state, tiny_config, train_losses
 
+from aqa_jax.data.transforms import normalize_clip
 from aqa_jax.experiment import Experiment, load_run_config, upgrade_renamed_keys
 from aqa_jax.steps import Schedule, check_no_renamed_keys
 from aqa_jax.train.loop import _old_total_steps, train
@@ -95,6 +96,8 @@ def test_evaluate_equals_the_network_applied_to_each_video(run):
     for i in range(len(exp.eval_source)):
         example = sampler(exp.eval_source[i], None)
         batch = {k: np.asarray(v)[None] for k, v in example.items() if k != "id"}
+        assert batch["clip"].dtype == np.uint8  # pixels; the network reads the preset's normalisation
+        batch["clip"] = normalize_clip(batch["clip"], exp.config.vspp.preset)
         out = apply(variables, batch)
         want["id"].append(example["id"].decode() if isinstance(example["id"], bytes) else str(example["id"]))
         want["speed_pred"].append(int(np.argmax(out["speed"][0])))

@@ -104,7 +104,8 @@ def test_cached_features_give_the_same_outputs_as_the_full_network(small_data_di
     records = [source[i] for i in range(3)]
     sampler = method.clip_sampler(False)
     raw = [sampler(r, None) for r in records]
-    batch = {"clip": jnp.asarray(np.stack([e["clip"] for e in raw]))}
+    assert raw[0]["clip"].dtype == np.uint8  # the pipeline's pixels; the network reads them normalised
+    batch = method.normalize_inputs({"clip": jnp.asarray(np.stack([e["clip"] for e in raw]))})
     variables = model.init(jax.random.key(0), batch, train=False)
     full = model.apply(variables, batch, train=False)
 

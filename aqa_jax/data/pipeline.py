@@ -9,6 +9,12 @@ A *clip sampler* turns one record into one example and is a plain callable
 ``sampler(record, rng) -> dict`` (``rng`` is ``None`` in evaluation); :class:`VSPPSampler` and
 :class:`FrameClipSampler` cover PECoP pretraining and the fixed/uniform layouts of the
 fine-tuning methods.
+
+Clips stay **uint8** RGB from decoding to the device: the samplers resize, flip and crop
+(:func:`~aqa_jax.data.transforms.transform_pixels`) and the preset's channel order and
+normalisation run inside the jitted training and prediction steps
+(:meth:`aqa_jax.methods.base.Method.normalize_inputs`), so worker processes and host-to-device
+copies move a quarter of float32's bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from aqa_jax.data.sampling import (
     uniform_indices,
     window_ending_at,
 )
-from aqa_jax.data.transforms import apply_transform
+from aqa_jax.data.transforms import transform_pixels
 
 Record = Mapping[str, Any]
 ClipSampler = Callable[[Record, "np.random.Generator | None"], dict[str, Any]]
@@ -40,7 +46,8 @@ def _text(value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class VSPPSampler:
-    """PECoP pretraining example: a VSPP clip with its speed and segment labels.
+    """PECoP pretraining example: a VSPP clip (``(clip_len, crop, crop, 3)`` uint8 RGB) with its
+    speed and segment labels.
 
     Evaluation (``rng=None``) is not defined for a random pretext task; a sampler used there
     draws with a generator seeded from the sample id so it stays deterministic.
@@ -63,7 +70,7 @@ class VSPPSampler:
         frames = decode_frames(record["frames"], idx, source=sample)
         return {
             "id": sample,
-            "clip": apply_transform(frames, self.preset, rng=rng),
+            "clip": transform_pixels(frames, self.preset, rng=rng),
             "speed": np.int32(speed),
             "segment": np.int32(segment),
         }
@@ -150,10 +157,11 @@ class FrameClipSampler:
         return self.example(record, self.frame_indices(record, rng), rng)
 
     def example(self, record: Record, idx: np.ndarray, rng: np.random.Generator | None) -> dict[str, Any]:
-        """The example of the frames at ``idx``: decoded, transformed, cut into clips."""
+        """The example of the frames at ``idx``: decoded, resized/flipped/cropped (uint8 RGB),
+        cut into clips."""
         sample = _text(record["id"])
         frames = decode_frames(record["frames"], idx, source=sample)
-        clip = apply_transform(frames, self.preset, rng=rng)
+        clip = transform_pixels(frames, self.preset, rng=rng)
         if self.clip_starts is not None:
             clip = clip[split_clips(np.arange(len(idx)), self.clip_starts, self.clip_len)]
         example = {"id": sample, "clip": clip, "score": np.float32(record["score"])}

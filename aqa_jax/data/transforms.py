@@ -3,6 +3,13 @@
 A clip is ``(T, H, W, 3) uint8`` in RGB (how our builders store frames). One random crop and
 flip is drawn per clip and applied to every frame, as ``torch_videovision`` does.
 
+Two halves: :func:`transform_pixels` (resize, flip, crop; uint8 in, uint8 RGB out, on the
+host) and :func:`normalize_clip` (channel order and scaling to float32; numpy or jax). The data
+pipeline yields uint8 clips (a quarter of float32's bytes between grain workers and to the
+device) and the jitted training and prediction steps normalise them on device
+(:meth:`aqa_jax.methods.base.Method.normalize_inputs`); :func:`apply_transform` does both on
+the host, for callers that feed a network directly.
+
 Presets (see reference aqa_methods.md §1.5, pecop_i3d.md §2):
 
 - ``deepmind``: RGB, short side → 256 (bilinear), crop 224, scale to [-1, 1] (kinetics-i3d).
@@ -41,7 +48,7 @@ Presets (see reference aqa_methods.md §1.5, pecop_i3d.md §2):
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -164,14 +171,15 @@ def crop_offsets(
     return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
 
 
-def apply_transform(
+def transform_pixels(
     clip: np.ndarray,
     p: TransformPreset | str,
     *,
     rng: np.random.Generator | None = None,
     flip: bool | None = None,
 ) -> np.ndarray:
-    """Transforms a ``(T, H, W, 3)`` uint8 RGB clip into ``(T, crop, crop, 3)`` float32.
+    """Resizes, flips and crops a ``(T, H, W, 3)`` uint8 RGB clip: ``(T, crop, crop, 3)`` uint8,
+    still RGB (:func:`normalize_clip` makes it network input).
 
     Training: pass ``rng`` (a horizontal flip with p = 0.5 unless ``flip`` says otherwise or
     the preset never flips, then the crop: random, or centred for ``train_crop='center'``).
@@ -182,6 +190,8 @@ def apply_transform(
     p = preset(p) if isinstance(p, str) else p
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"expected a (T, H, W, 3) clip, got {clip.shape}")
+    if clip.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 clip (decoded frames), got {clip.dtype}")
     if flip is None:
         flip = bool(rng.random() < 0.5) if rng is not None and p.train_flip else False
     h, w = resized_shape(clip.shape[1], clip.shape[2], p)
@@ -190,7 +200,7 @@ def apply_transform(
     if p.resampler == "pil_random":
         draw = rng if rng is not None else np.random.default_rng(EVAL_FILTER_SEED)
         filters = [PIL_RANDOM_FILTERS[i] for i in draw.integers(0, len(PIL_RANDOM_FILTERS), clip.shape[0])]
-    out = np.empty((clip.shape[0], p.crop, p.crop, 3), np.float32)
+    out = np.empty((clip.shape[0], p.crop, p.crop, 3), np.uint8)
     for t, frame in enumerate(clip):
         if flip and p.flip_first:
             frame = frame[:, ::-1]
@@ -198,9 +208,39 @@ def apply_transform(
         if flip and not p.flip_first:  # the whole resized frame, then the crop (MTL-AQA loaders)
             frame = frame[:, ::-1]
         out[t] = frame[top : top + p.crop, left : left + p.crop]
+    return out
+
+
+def normalize_clip(x: Any, p: TransformPreset | str) -> Any:
+    """Network input of uint8 RGB pixels ``(..., 3)`` (e.g. :func:`transform_pixels`' clips):
+    float32 in the preset's channel order, scaled to [-1, 1] (``minus_one_one``) or ImageNet
+    mean/std on [0, 1] (``imagenet``).
+
+    One formula for numpy and jax: a numpy array gives numpy, anything else (a jax array, a
+    tracer inside ``jax.jit``) gives ``jax.numpy``; the training and prediction steps call it
+    on device (:meth:`aqa_jax.methods.base.Method.normalize_inputs`)."""
+    p = preset(p) if isinstance(p, str) else p
+    if isinstance(x, np.ndarray):
+        xp = np
+    else:
+        import jax.numpy as xp
+    out = xp.asarray(x).astype(xp.float32)
     if p.channel_order == "bgr":
         out = out[..., ::-1]
     if p.normalize == "minus_one_one":
-        return out * (2.0 / 255.0) - 1.0
+        return out * np.float32(2.0 / 255.0) - np.float32(1.0)
     # PECoP's quirk: BGR channels normalised with the RGB statistics, position by position.
-    return (out / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return (out / np.float32(255.0) - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def apply_transform(
+    clip: np.ndarray,
+    p: TransformPreset | str,
+    *,
+    rng: np.random.Generator | None = None,
+    flip: bool | None = None,
+) -> np.ndarray:
+    """:func:`transform_pixels` then :func:`normalize_clip`: a ``(T, H, W, 3)`` uint8 RGB clip
+    as ``(T, crop, crop, 3)`` float32 network input, on the host (``rng`` and ``flip`` as
+    :func:`transform_pixels` draws them). The data pipeline keeps clips uint8 instead."""
+    return normalize_clip(transform_pixels(clip, p, rng=rng, flip=flip), p)

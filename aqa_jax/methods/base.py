@@ -49,6 +49,11 @@ class Method(abc.ABC):
     #: prediction (CoRe and TSA compare with training exemplars), so that :meth:`prepare`
     #: must read that split before anything is scored.
     samples_from_train_split: bool = False
+    #: batch fields holding frames: ``(..., T, H, W, 3)`` uint8 RGB clips as the samplers give
+    #: them, made network input by :meth:`normalize_inputs` inside the jitted steps with the
+    #: preset of :meth:`clip_preset` (a method with exemplars adds ``exemplar_clip``; one on
+    #: clip features has none).
+    clip_keys: tuple[str, ...] = ("clip",)
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -76,6 +81,39 @@ class Method(abc.ABC):
     def per_sample(self, predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The per-sample columns of the predictions file (by default every 1-D field)."""
         return {k: np.asarray(v) for k, v in predictions.items() if np.ndim(v) == 1}
+
+    def clip_preset(self) -> str | None:
+        """The transform preset whose channel order and normalisation :meth:`normalize_inputs`
+        applies to :attr:`clip_keys`: ``config.clips.preset`` by default (None: no frames)."""
+        return self.config.get("clips", {}).get("preset")
+
+    def normalize_inputs(self, batch: Batch) -> dict[str, Any]:
+        """``batch`` with its uint8 clips (:attr:`clip_keys`) as float32 network input
+        (:func:`aqa_jax.data.transforms.normalize_clip` of :meth:`clip_preset`): numpy stays
+        numpy, jax arrays and tracers go through ``jax.numpy``. The training and prediction
+        steps call it before the network; float fields (cached backbone features, clips
+        normalised on the host) pass unchanged.
+
+        Raises:
+          ValueError: a uint8 field that is not a clip key (it would reach the network as raw
+            pixels), or clips without a preset.
+        """
+        from aqa_jax.data.transforms import normalize_clip
+
+        out = dict(batch)
+        for key, value in batch.items():
+            if getattr(value, "dtype", None) != np.uint8:
+                continue
+            if key not in self.clip_keys:
+                raise ValueError(
+                    f"batch field {key!r} is uint8 but {type(self).__module__} declares "
+                    f"clip_keys={self.clip_keys}: add it to the method's clip_keys if it holds frames")
+            preset = self.clip_preset()
+            if preset is None:
+                raise ValueError(f"batch field {key!r} holds uint8 frames but the config names no "
+                                 "transform preset to normalise them with")
+            out[key] = normalize_clip(value, preset)
+        return out
 
     def absent_target_values(self) -> dict[str, Any]:
         """Values for the training targets among ``label_keys`` that a raw video lacks (e.g.

@@ -526,6 +526,7 @@ class Method(BaseMethod):
     """CoFInAl (and, through :mod:`aqa_jax.methods.gdlt`, GDLT) on clip features."""
 
     video_input = "features"
+    clip_keys = ()  # clip features, no frames
     #: the config section holding the options
     section = "cofinal"
     #: options a subclass fixes (a config that says otherwise is an error)

@@ -253,6 +253,7 @@ class Method(ScoreMethod):
     """CoRe (see module docstring)."""
 
     samples_from_train_split = True  # exemplars of the training split
+    clip_keys = ("clip", "exemplar_clip")  # the query's and its exemplars' frames
 
     def __init__(self, config):
         super().__init__(config)

@@ -498,6 +498,7 @@ class Method(ScoreMethod):
 
     forward_takes_step = True  # ground-truth boundaries for the first steps
     samples_from_train_split = True  # exemplars of the training split
+    clip_keys = ("clip", "exemplar_clip")  # the query's and its exemplars' frames
 
     def __init__(self, config):
         super().__init__(config)

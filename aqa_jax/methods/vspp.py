@@ -76,6 +76,9 @@ class VSPPNetwork(nn.Module):
 class Method(BaseMethod):
     """VSPP continual pretraining (see module docstring)."""
 
+    def clip_preset(self) -> str:
+        return self.config.vspp.preset
+
     def build_model(self) -> VSPPNetwork:
         v = self.config.vspp
         backbone = build_i3d(self.config.model, final_endpoint=self.config.model.get("final_endpoint", "AvgPool"),

@@ -52,9 +52,14 @@ def backbone_variables(state: Any) -> dict[str, Any]:
 def make_clip_feature_fn(method: Method, backbone: Any, variables: Mapping[str, Any]):
     """A jitted ``(N, n_clips, T, H, W, 3) -> (N, n_clips, C)`` on this process's devices:
     ``method.backbone_features`` of ``backbone`` with ``variables`` (its params and BN
-    statistics)."""
+    statistics), uint8 clips first normalised as the steps do (:meth:`Method.normalize_inputs`)."""
     variables = jax.tree.map(jnp.asarray, dict(variables))
-    return jax.jit(lambda clips: backbone.apply(variables, clips, method=method.backbone_features))
+
+    def features(clips):
+        clips = method.normalize_inputs({"clip": clips})["clip"]
+        return backbone.apply(variables, clips, method=method.backbone_features)
+
+    return jax.jit(features)
 
 
 def cache_split(

@@ -16,6 +16,12 @@ Mixed precision (``config.compute_dtype``, :mod:`aqa_jax.models.precision`): the
 outputs are cast to float32 before the method's loss and predictions; parameters, gradients
 and optimizer state are float32 whatever the compute dtype.
 
+Input: the batch's uint8 clips (:attr:`~aqa_jax.methods.base.Method.clip_keys`, as the data
+pipeline yields them) become float32 network input inside the step, by the method's transform
+preset (:meth:`~aqa_jax.methods.base.Method.normalize_inputs`: channel order, [-1, 1] or
+ImageNet mean/std), before the network casts to its compute dtype; float fields pass unchanged.
+With gradient accumulation each micro-batch is normalised in its turn.
+
 Training progress: a network whose method declares
 :attr:`~aqa_jax.methods.base.Method.forward_takes_step` (TSA) gets ``step=state.step`` in its
 training forward (every micro-batch of an accumulated step the same); the batch itself is
@@ -66,6 +72,7 @@ def make_train_step(
     update_bn = bn_policy == "batch_stats"
 
     def loss_fn(train_params, frozen, batch_stats, batch, rng, step):
+        batch = method.normalize_inputs(batch)  # uint8 clips -> float32 input, per micro-batch
         variables = {"params": merge(train_params, frozen)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
@@ -135,6 +142,7 @@ def make_predict_step(method: Method, model: nn.Module) -> Callable:
     statistics, no dropout)."""
 
     def predict_step(state: TrainState, batch: Mapping[str, jax.Array]):
+        batch = method.normalize_inputs(batch)
         variables = {"params": state.params}
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
