@@ -190,6 +190,7 @@ _RANGES: dict[str, tuple[type, float | None, float | None, str]] = {
     "total_epochs": (float, 0, None, "0: not given, see total_steps"),
     "num_devices": (int, 0, None, "0: all devices"),
     "log_every_steps": (int, 1, None, ""),
+    "prefetch_batches": (int, 0, None, "batches put on the devices ahead of the step"),
     "eval_every_steps": (int, 0, None, "0 or unset: at the end only"),
     "eval_every_epochs": (float, 0, None, "0 or unset: at the end only"),
     "checkpoint.every_steps": (int, 0, None, ""),

@@ -174,6 +174,15 @@ def set_epoch_run(c: ml_collections.ConfigDict, *, batch_size: int, epochs: int,
     c.checkpoint = dict(every_epochs=1, max_to_keep=2, async_save=True)
     c.eval_every_epochs = 1
     c.log_every_steps = 1
+    set_loop(c)
+
+
+def set_loop(c: ml_collections.ConfigDict) -> None:
+    """How the training loop feeds and watches the step (``aqa_jax.train.loop``): batches put
+    on the devices ahead of the running step (the host runs at most that many steps ahead),
+    and an optional profiler trace of steps (first, last), e.g. ``(10, 15)``."""
+    c.prefetch_batches = 2
+    c.profile_steps = ()
 
 
 def set_adam_run(c: ml_collections.ConfigDict, *, batch_size: int) -> None:

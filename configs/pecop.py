@@ -92,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_devices = 0  # 0: every device; N: the first N (scaling studies)
     c.logical_axis_rules = [list(r) for r in common.DEFAULT_RULES]
     c.checkpoint = dict(every_epochs=1, max_to_keep=3, async_save=True)
-    c.log_every_steps = 1  # no eval_every_*: the held-out split is evaluated at the end
+    c.log_every_steps = 20  # train.py's print frequency (--pf); no eval_every_*: the held-out split is evaluated at the end
+    common.set_loop(c)
 
     if args.debug:
         synthetic_task = task if args.dataset == "synthetic_aqa" else "hand_movement"

@@ -13,7 +13,9 @@ Launched as several processes it first joins them with
 :func:`aqa_jax.train.sharding.distributed_args` reads from the environment: ``AQA_JAX_*``
 (``launch/local.py``, ``launch/slurm.py``), ``AQA_JAX_DISTRIBUTED=auto`` (``launch/tpu_pod.py``),
 torchrun's ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``/``LOCAL_RANK``, SLURM
-``srun`` steps, Open MPI, GKE TPU slices. The same run is ``aqa-jax pretrain``.
+``srun`` steps, Open MPI, GKE TPU slices. The same run is ``aqa-jax pretrain``. Compiled
+steps are kept in the persistent compilation cache, as by every ``aqa-jax`` command
+(``aqa_jax.compilation_cache``: ``$AQA_JAX_CACHE``, ``off`` disables it).
 
 An existing run in ``--workdir`` resumes only under the same config (``--force-config``
 overrides, see docs/RELIABILITY.md). Exit status: 0 done, 1 NaN stop, 2 a one-line error
@@ -43,9 +45,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from aqa_jax.compilation_cache import enable_compilation_cache
     from aqa_jax.train.sharding import initialize_distributed
 
     initialize_distributed()
+    enable_compilation_cache()  # as every aqa-jax command: $AQA_JAX_CACHE, off disables
     from aqa_jax.config_args import load_config
     from aqa_jax.train.loop import NonFiniteLossError, TrainingPreempted, train
 

@@ -16,6 +16,7 @@ TINY = dict(
     vspp={"clip_len": 8},
     batch_size=8,
     total_steps=3,
+    log_every_steps=1,  # every step's loss is compared
     checkpoint={"every_steps": 1, "async_save": True, "max_to_keep": 10},
     optimizer={"name": "sgd", "lr": 0.05, "weight_decay": 1e-4},
 )

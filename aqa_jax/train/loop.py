@@ -1,25 +1,32 @@
 """The training loop shared by every method: ``train(config, workdir)``.
 
 builder → ``tfds.data_source`` → grain pipeline (this process's shard) → global batch on the
-mesh → jitted ``train_step`` (donated, explicitly sharded state) → metrics (TensorBoard, JSONL,
-a progress bar on a terminal and log lines otherwise, :mod:`aqa_jax.progress`) → orbax
-checkpoint (state, adapters, data iterator, config). Everything the loop runs comes from the
-run's :class:`~aqa_jax.experiment.Experiment`; how long it runs and how often it evaluates,
+mesh, put ``prefetch_batches`` ahead (:mod:`aqa_jax.train.prefetch`) → jitted ``train_step``
+(donated, explicitly sharded state) → metrics (TensorBoard, JSONL, a progress bar on a
+terminal and log lines otherwise, :mod:`aqa_jax.progress`) → orbax checkpoint (state,
+adapters, data iterator, config). Everything the loop runs comes from the run's
+:class:`~aqa_jax.experiment.Experiment`; how long it runs and how often it evaluates,
 checkpoints and logs, from its :class:`~aqa_jax.steps.Schedule`. A run whose workdir already
 holds a checkpoint resumes from it and produces the same result as an uninterrupted run with
 the same config.
+
+The loop is asynchronous, as big_vision's ``train.py``: it dispatches a step and goes on to
+the next batch while the device computes, and reads the steps' metrics only at sync points
+(step 1, every ``log_every_steps``, checkpoints, evaluations, a preemption, the last step),
+checking every step read for NaN/Inf (:mod:`aqa_jax.train.pending`). ``clips_per_s`` is
+averaged over the steps since the previous log line, evaluation excluded.
+``profile_steps=(first, last)`` writes a profiler trace of those steps
+(:mod:`aqa_jax.train.profiling`).
 
 The workdir is guarded (docs/RELIABILITY.md): one run at a time holds its lock
 (:mod:`aqa_jax.train.workdir`); a resume under another config stops with the diff unless
 forced; a state is checked finite before it is saved, so a NaN stop names a finite
 checkpoint; an unreadable newest checkpoint falls back to the previous one; SIGTERM saves a
-checkpoint and stops (:class:`TrainingPreempted`).
-"""
+checkpoint and stops (:class:`TrainingPreempted`)."""
 
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import threading
@@ -38,16 +45,14 @@ from aqa_jax.steps import Schedule, steps
 from aqa_jax.train import reports
 from aqa_jax.train.checkpoint import Checkpointer
 from aqa_jax.train.init_from import record_starting_point
+from aqa_jax.train.pending import ADVICE as _ADVICE, NonFiniteLossError, PendingSteps
+from aqa_jax.train.prefetch import DevicePrefetch, Prefetched
+from aqa_jax.train.profiling import ProfileWindow
 from aqa_jax.train.metrics_writer import CURVE_PNG, JSONL, MetricsWriter, plot_learning_curves, read_jsonl
 from aqa_jax.train.state import non_finite_parts
 from aqa_jax.train.workdir import (_agree, check_resume_config, config_as_json, hold_workdir,
                                    read_saved_config, record_config)
 
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss, the gradients or the state became NaN/Inf; the message says where, which
-    checkpoint is the last finite one and what to do."""
 
 
 class TrainingPreempted(RuntimeError):
@@ -125,10 +130,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
         return _train(config, workdir, force_config)
 
 
-_ADVICE = ("it is the newest checkpoint there, so rerunning resumes from it: add --force-config "
-           "and a lower optimizer.lr (or an optimizer.grad_clip_norm)")
-
-
 def _old_total_steps(saved: Mapping[str, Any], schedule: Schedule) -> int:
     """The total steps of the run a workdir's saved config describes (keys of earlier
     releases mapped, :func:`~aqa_jax.experiment.upgrade_renamed_keys`), with this run's steps
@@ -146,6 +147,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str | Path,
     exp.open_data()
     schedule = exp.schedule
     main_process = jax.process_index() == 0
+    profile = ProfileWindow(config.get("profile_steps"), exp.workdir / "tensorboard", enabled=main_process)
     ckpt_cfg = config.get("checkpoint", {})
     ckpt = Checkpointer(exp.workdir, max_to_keep=int(ckpt_cfg.get("max_to_keep", 3)),
                         async_save=bool(ckpt_cfg.get("async_save", True)))
@@ -197,69 +199,85 @@ def _train(config: ml_collections.ConfigDict, workdir: str | Path,
     def every(period: int, step: int) -> bool:
         return bool(period) and step % period == 0
 
-    def save_checked(step: int, state: Any, ids: str = "") -> None:
-        """Saves ``state`` as ``step`` only if it is finite (one jitted reduction)."""
+    def save_checked(step: int, state: Any, batch: Prefetched | None = None, loss: Any = None) -> None:
+        """Saves ``state`` as ``step`` only if it is finite (one jitted reduction), with the
+        input stream as it stood after ``batch``."""
         bad = non_finite_parts(state)
         if bad and step == 0:
             raise NonFiniteLossError(
                 f"the initial state is not finite ({', '.join(bad)}): check the starting "
                 f"weights (init_from={config.get('init_from', 'none')!r})")
         if bad:
+            ids = ", ".join(sample_ids(batch.host)) if batch else ""
             raise NonFiniteLossError(
                 f"step {step}: the state after this step is not finite ({', '.join(bad)}; its "
-                f"loss was {metrics['loss']}, this process's batch: {ids}), so it was not saved. "
+                f"loss was {loss}, this process's batch: {ids}), so it was not saved. "
                 "The last checkpoint, "
                 f"verified finite, is step {last_good} in {ckpt.directory}; {_ADVICE}")
-        ckpt.save(step, state, data_iter, config.to_dict())
+        ckpt.save(step, state, batch.iterator_state if batch else data_iter, config.to_dict())
 
-    metrics: dict[str, float] = {}
     if start == 0 and not resumed:
         save_checked(0, state)
 
+    def put(batch: Mapping[str, Any]) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+        device, host = exp.split_batch(batch)
+        return exp.global_batch(device, leading), host
+
+    batches = DevicePrefetch(lambda: _next_train_batch(data_iter, k), put, data_iter.get_state,
+                             size=int(config.get("prefetch_batches", 2)))
+    in_flight = PendingSteps(max(int(config.get("prefetch_batches", 2)), 1))
     bar = Progress(total, initial=start, enabled=main_process, unit="step",
                    desc=f"{config.method} {config.data.name}")
     preemption = _Preemption()
-    tic = time.perf_counter()
+    tic, clips = time.perf_counter(), 0
     try:
         for step in range(start + 1, total + 1):
-            batch = _next_train_batch(data_iter, k)
-            device, host = exp.split_batch(batch)
-            state, metrics = train_step(state, exp.global_batch(device, leading))
-            metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+            profile.before(step)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                with jax.profiler.TraceAnnotation("input"):
+                    batch = next(batches)
+                state, metrics = train_step(state, batch.device)
+            in_flight.add(step, metrics, batch.host)
+            profile.after(step, metrics)
+            clips += clips_per_step
+            logged = step == 1 or every(schedule.log_every, step) or step == total
+            saved_now = every(schedule.checkpoint_every, step) or step == total
+            stopping = step != total and preemption.requested(step)
+            evaluating = bool(eval_split) and every(schedule.eval_every, step) and step != total
+            if not (logged or saved_now or stopping or evaluating):
+                bar.update(1)
+                continue
+            # A sync point: this step's and the unchecked steps' metrics come to the host.
+            try:
+                metrics = in_flight.fetch_checked(last_good, ckpt.directory)
+            except NonFiniteLossError:
                 ckpt.wait()
                 bar.close()
                 writer.close()
-                raise NonFiniteLossError(
-                    f"step {step}: loss={metrics['loss']} grad_norm={metrics['grad_norm']} is not "
-                    f"finite (this process's batch: {', '.join(sample_ids(host))}). The last "
-                    f"checkpoint, verified finite, is step {last_good} in {ckpt.directory}; "
-                    f"{_ADVICE}, or check those samples."
-                )
-            toc = time.perf_counter()
-            metrics["clips_per_s"] = clips_per_step / max(toc - tic, 1e-9)
-            metrics["epoch"] = (step - 1) / schedule.steps_per_epoch
-            tic = toc
-            if every(schedule.log_every, step) or step == total:
+                raise
+            if logged:
+                toc = time.perf_counter()
+                metrics["clips_per_s"] = clips / max(toc - tic, 1e-9)
+                metrics["epoch"] = (step - 1) / schedule.steps_per_epoch
                 writer.write(step, metrics)
                 bar.update(1, loss=metrics["loss"], lr=metrics["lr"], clips_s=metrics["clips_per_s"])
+                tic, clips = toc, 0
             else:
                 bar.update(1)
-            saved_now = every(schedule.checkpoint_every, step) or step == total
-            if saved_now:
-                save_checked(step, state, ", ".join(sample_ids(host)))
+            if saved_now or stopping:
+                save_checked(step, state, batch, metrics["loss"])
                 last_good = step
-            if step != total and preemption.requested(step):
-                if not saved_now:
-                    save_checked(step, state, ", ".join(sample_ids(host)))
+            if stopping:
                 ckpt.wait()
                 bar.close()
                 writer.close()
                 raise TrainingPreempted(step, ckpt.directory)
-            if eval_split and every(schedule.eval_every, step) and step != total:
+            if evaluating:
                 result, _ = exp.evaluate(state, predict_step)
                 writer.write(step, result, split=eval_split)
+                tic = time.perf_counter()  # clips/s is the training loop's, without evaluation
     except BaseException:
+        profile.close()
         ckpt.wait()  # never leave an async save half-written behind exiting threads
         raise
     finally:
