@@ -14,6 +14,9 @@ import pytest
 from flax import traverse_util
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from jax import lax
+
+from aqa_jax.models.adapter import grouped_conv3d_shift
 from aqa_jax.models.i3d import MIXED_BLOCKS, InceptionI3d
 from aqa_jax.models.layers import max_pool3d, pooled_length, same_pads
 
@@ -166,3 +169,39 @@ def test_every_kernel_has_logical_axes_and_shards_on_a_mesh():
     out = jax.jit(model.apply)(variables, x)
     assert out["Mixed_3c"].shape == (2, 4, 4, 4, 480)
     assert isinstance(kernel.sharding, NamedSharding)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 6, 5, 16), (2, 3, 4, 4, 8)])
+def test_shift_grouped_conv_equals_lax_grouped_conv(shape):
+    # The adapter's ``down`` conv written as shifted multiply-adds (forward without a
+    # reduction, kernel gradient as a scan over taps: both for memory) against XLA's grouped
+    # convolution: outputs, input and kernel gradients.
+    rng = np.random.default_rng(1)
+    groups = shape[-1] // 4
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 3, 4, groups)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((*shape[:-1], groups)), jnp.float32)
+    ref = lambda x, k: lax.conv_general_dilated(
+        x, k, (1, 1, 1), [(1, 1)] * 3, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        feature_group_count=groups)
+    want = jax.value_and_grad(lambda x, k: jnp.sum(ref(x, k) * ct), argnums=(0, 1))(x, kernel)
+    got = jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(grouped_conv3d_shift(x, k) * ct),
+                                     argnums=(0, 1)))(x, kernel)
+    np.testing.assert_allclose(grouped_conv3d_shift(x, kernel), ref(x, kernel), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_shift_grouped_conv_temporaries_stay_small():
+    # XLA materialised the 27 shifted copies of x (forward: a YNNPACK reduce fusion's inputs;
+    # kernel gradient: 27 reductions' inputs), all live at once: 21x and 29x the input in
+    # temporaries at Mixed_3c's shape, 1.7 GB of the 32x224x224 PECoP step (docs/PERFORMANCE.md).
+    x = jax.ShapeDtypeStruct((1, 8, 14, 14, 128), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((3, 3, 3, 4, 32), jnp.float32)
+    ct = jax.ShapeDtypeStruct((1, 8, 14, 14, 32), jnp.float32)
+    x_bytes = 8 * 14 * 14 * 128 * 4
+    fwd = jax.jit(grouped_conv3d_shift).lower(x, kernel).compile()
+    bwd = jax.jit(jax.grad(lambda x, k, ct: jnp.sum(grouped_conv3d_shift(x, k) * ct),
+                           argnums=(0, 1))).lower(x, kernel, ct).compile()
+    for compiled in (fwd, bwd):
+        assert compiled.memory_analysis().temp_size_in_bytes < 6 * x_bytes

@@ -28,12 +28,13 @@ def grouped_conv3d_shift(x: jax.Array, kernel: jax.Array) -> jax.Array:
     Why it exists: XLA:CPU has no fast grouped convolution. It runs the forward and
     input-gradient grouped convs as a naive loop and rewrites the weight gradient (a
     ``batch_group_count`` conv) into a large dilated convolution; at 1x16x112x112 the nine
-    adapters' ``down`` convs took ~3 s of a ~4 s PECoP training step. As ``kt*kh*kw``
-    shifted products XLA fuses them into one elementwise loop. The gradient is a custom
-    VJP (the input gradient is the same shifted sum over the padded cotangent with the
-    kernel flipped, the kernel gradient one fused reduction per tap), so that only ``x`` is
-    kept for the backward pass rather than the ``kt*kh*kw`` shifted copies autodiff would
-    save. See docs/PERFORMANCE.md.
+    adapters' ``down`` convs took ~3 s of a ~4 s PECoP training step. As ``r*kt*kh*kw``
+    shifted multiply-adds (no reduction, so no shifted copy is materialised) XLA fuses them
+    into one elementwise loop. The gradient is a custom VJP (the input gradient is the same
+    shifted sum over the padded cotangent with the kernel flipped, the kernel gradient one
+    reduction per tap in a scan over the taps, one shifted window at a time), so that only
+    ``x`` is kept for the backward pass rather than the ``kt*kh*kw`` shifted copies autodiff
+    would save. See docs/PERFORMANCE.md ("Memory at 32x224²").
     """
     *kernel_size, r, groups = kernel.shape
     c = x.shape[-1]
@@ -74,10 +75,21 @@ def _pad_groups(x: jax.Array, pads, groups: int) -> jax.Array:
 
 @jax.custom_vjp
 def _shift_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    *kernel_size, _, groups = kernel.shape
+    # y[q, g] = sum over r and taps of xp[q + tap, g, r] * kernel[tap, r, g], written as
+    # r * taps multiply-adds of (B, T, H, W, G) slices and no reduction: XLA fuses slices and
+    # products into one loop. (A jnp.sum over r made it a YNNPACK reduce fusion, whose inputs,
+    # the 27 shifted copies of x and 27 broadcast kernels, were materialised and live at once:
+    # 1.2 GB of temporaries for Mixed_3c at 32x224x224, and slower.)
+    *kernel_size, r, groups = kernel.shape
+    t, h, w = x.shape[1:4]
     xp = _pad_groups(x, [(k // 2, k // 2) for k in kernel_size], groups)
-    wt = jnp.swapaxes(kernel, -1, -2)  # (kt, kh, kw, G, r)
-    return jnp.sum(_shifted_sum(xp, wt, x.shape[1:4], flip=False), axis=-1)
+    acc = None
+    for c in range(r):
+        xc = xp[..., c]  # (B, T', H', W', G): input channel c of every group
+        for i, j, k in _taps(kernel_size):
+            term = xc[:, i : i + t, j : j + h, k : k + w] * kernel[i, j, k, c]
+            acc = term if acc is None else acc + term
+    return acc
 
 
 def _shift_conv_fwd(x: jax.Array, kernel: jax.Array):
@@ -94,14 +106,17 @@ def _shift_conv_bwd(res, ct: jax.Array):
     ctp = jnp.pad(ct, [(0, 0), *[(k - 1 - a, k - 1 - b) for k, (a, b) in zip(kernel_size, pads)], (0, 0)])
     wt = jnp.swapaxes(kernel, -1, -2)
     dx = _shifted_sum(ctp[..., None], wt, (t, h, w), flip=True).reshape(x.shape)
-    # dkernel[tap, r, g] = sum_q xp[q + tap, g, r] * ct[q, g]
+    # dkernel[tap, r, g] = sum_q xp[q + tap, g, r] * ct[q, g]: one reduction per tap, in a
+    # scan over the taps so that one shifted copy of x exists at a time (as 27 separate
+    # reductions XLA materialised all 27 copies at once: 0.6 GB for Mixed_3c at 32x224x224).
     xp = _pad_groups(x, pads, groups)
-    dk = jnp.stack(
-        [
-            jnp.sum(xp[:, i : i + t, j : j + h, k : k + w] * ct[..., None], axis=(0, 1, 2, 3))
-            for i, j, k in _taps(kernel_size)
-        ]
-    )  # (taps, G, r)
+    ct_g = ct[..., None]
+
+    def tap_grad(_, tap):
+        window = lax.dynamic_slice(xp, (0, tap[0], tap[1], tap[2], 0, 0), (x.shape[0], t, h, w, *xp.shape[4:]))
+        return None, jnp.sum(window * ct_g, axis=(0, 1, 2, 3))
+
+    _, dk = lax.scan(tap_grad, None, jnp.asarray(_taps(kernel_size), jnp.int32))  # (taps, G, r)
     dk = jnp.swapaxes(dk.reshape(*kernel_size, *dk.shape[1:]), -1, -2)
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
