@@ -29,7 +29,10 @@ training loop consumed.
   ...`` (checkpoints at step 0 and at the end only, no evaluation). Its clips/s comes from the
   arrival times of the records of ``<workdir>/metrics.jsonl`` (this script polls the file), from
   the record of the last warm-up step to the last one; the loop's own ``clips_per_s`` fields
-  are kept in the JSON for comparison.
+  are kept in the JSON for comparison. ``--log-every 1`` (the default) has the loop fetch its
+  metrics after every step; for an asynchronous loop give it room, e.g. ``--log-every 5
+  --warmup 5 --steps 20``. The case runs with ``JAX_NUM_CPU_DEVICES=1`` (one CPU device, as a
+  plain command-line run) and the default persistent compilation cache.
 - **Regimes**: ``adapters`` (PECoP: only the adapters and the heads train, BatchNorm on batch
   statistics with its scale/bias frozen; JAX ``variant=pecop``) and ``full`` (everything trains,
   no adapters: the Dom-S ablation; JAX ``variant=dom_s``).
@@ -39,8 +42,10 @@ training loop consumed.
   ``--sweep`` worker counts with a short run (``--sweep-warmup`` + ``--sweep-steps``) and keeps
   the fastest; ``--workers`` fixes them. Peak RSS: ``getrusage`` of the case process
   (``RUSAGE_SELF``) and of its reaped children (``RUSAGE_CHILDREN``: the largest single
-  worker), reported as ``main + W x worker``: an upper bound of the sum, as forked workers share
-  pages.
+  worker), reported as ``main + W x worker``: an upper bound of the sum, as a forked worker's
+  RSS counts the pages it shares with its parent; and the peak, sampled every 0.25 s, of the
+  summed proportional set size (PSS, ``/proc/PID/smaps_rollup``) of the case process and its
+  descendants, which counts each shared page once.
 - **Pipeline alone**: each side's training iterator (the DataLoader; ``Experiment.dataset`` of
   the same config) with the chosen worker count: 9 batches untimed (start-up, and whatever the
   prefetch buffers hold), then ``--pipeline-batches`` timed.
@@ -253,6 +258,26 @@ def _read_records(path: Path, arrivals: dict[int, float], records: dict[int, dic
             records[record["step"]] = record
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size, in MB, of ``pid`` and its descendants (each shared page counted
+    once across them): what the case's processes hold together. 0 once it is gone."""
+    total_kb, stack, seen = 0, [pid], set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total_kb += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration, ValueError):  # gone meanwhile, or no smaps_rollup
+            continue
+    return total_kb / 1024
+
+
 def run_case(a: argparse.Namespace, side: str, regime: str, mode: str, workers: int,
              warmup: int, steps: int, scratch: Path) -> dict[str, Any]:
     """One case in its own process; for a JAX training case, its JSONL is timed from here."""
@@ -276,9 +301,13 @@ def run_case(a: argparse.Namespace, side: str, regime: str, mode: str, workers: 
     with logfile.open("w") as f:
         env = dict(os.environ, JAX_NUM_CPU_DEVICES="1")  # one CPU device, as a plain CLI run
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        peak_pss, polls = 0.0, 0
         while proc.poll() is None:
             if side == "jax" and mode == "train":
                 _read_records(jsonl, arrivals, records, time.perf_counter())
+            if polls % 5 == 0:  # every 0.25 s
+                peak_pss = max(peak_pss, tree_pss_mb(proc.pid))
+            polls += 1
             time.sleep(0.05)
     wall = time.perf_counter() - tic
     if proc.returncode != 0:
@@ -286,7 +315,7 @@ def run_case(a: argparse.Namespace, side: str, regime: str, mode: str, workers: 
         raise RuntimeError(f"case {tag} failed (exit {proc.returncode}); log {logfile}:\n{tail}")
     result = json.loads(out.read_text())
     result.update(side=side, regime=regime, mode=mode, workers=workers, warmup=warmup,
-                  steps=steps, wall_s=wall)
+                  steps=steps, wall_s=wall, peak_pss_mb=peak_pss)
     if side == "jax" and mode == "train":
         _read_records(jsonl, arrivals, records, time.perf_counter())
         steps_seen = sorted(arrivals)
@@ -303,7 +332,8 @@ def run_case(a: argparse.Namespace, side: str, regime: str, mode: str, workers: 
                       losses=[records[s].get("loss") for s in steps_seen])
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"  -> {result.get('clips_per_s', float('nan')):.3f} clips/s, peak RSS "
-        f"{result['rss_main_mb']:.0f} MB + worker {result['rss_worker_mb']:.0f} MB ({wall:.0f} s)")
+        f"{result['rss_main_mb']:.0f} MB + worker {result['rss_worker_mb']:.0f} MB, peak PSS of "
+        f"all {peak_pss:.0f} MB ({wall:.0f} s)")
     return result
 
 
@@ -316,13 +346,13 @@ def rss_text(row: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| side | regime | workers | clips/s | step s | peak RSS MB (main + W x worker) "
-             "| pipeline alone clips/s | pipe/loop |",
-             "|---|---|---:|---:|---:|---|---:|---:|"]
+             "| peak PSS MB (all) | pipeline alone clips/s | pipe/loop |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         pipe = r.get("pipeline_clips_per_s")
         ratio = f"{pipe / r['clips_per_s']:.1f}" if pipe else "-"
         lines.append(f"| {r['label']} | {r['regime']} | {r['workers']} | {r['clips_per_s']:.3f} | "
-                     f"{r['step_s']:.2f} | {rss_text(r)} | "
+                     f"{r['step_s']:.2f} | {rss_text(r)} | {r['peak_pss_mb']:.0f} | "
                      f"{f'{pipe:.2f}' if pipe else '-'} | {ratio} |")
     return "\n".join(lines)
 
@@ -419,7 +449,9 @@ def main(argv: list[str] | None = None) -> None:
         "sweep": None if a.workers is not None else
         {"workers": a.sweep, "warmup": a.sweep_warmup, "steps": a.sweep_steps},
         "peak_rss": "rss_main_mb: the case process (RUSAGE_SELF); rss_worker_mb: the largest of "
-                    "its reaped children (RUSAGE_CHILDREN), i.e. one DataLoader/grain worker",
+                    "its reaped children (RUSAGE_CHILDREN), i.e. one DataLoader/grain worker; "
+                    "peak_pss_mb: the largest sum of PSS over the case's process tree, sampled "
+                    "every 0.25 s",
     }
     print(f"\nPECoP pretraining end to end, B={a.batch}, {a.clip_len}x224x224 clips, "
           f"{len(a.cores)} pinned cores, {a.steps} steps after {a.warmup} warm-up:\n")
