@@ -4,6 +4,8 @@
     python benchmarks/i3d_step.py --quick              # smoke run: 1x16x112x112, 2 repeats
     python benchmarks/i3d_step.py --sizes 16x112 --frameworks jax --conv-impl xla
     python benchmarks/i3d_step.py --xla-flags=--xla_cpu_enable_fast_math=true --dtype bfloat16
+    python benchmarks/i3d_step.py --sizes 32x224 --remat-table none blocks convs   # memory vs speed
+    python benchmarks/i3d_step.py --sizes 32x224 --memory-only --remat-table none blocks convs
 
 Models: ours, ``InceptionI3d(variant='pecop', adapter_blocks=<all 9 Mixed blocks>)`` (NDHWC),
 and the independent PyTorch reference ``TorchI3D(layout='hassony2', adapters=True)`` (NCDHW,
@@ -27,6 +29,16 @@ Measured per (size, regime, framework), each case in its own subprocess:
   ``malloc_trim``, minus the RSS at that point); and for JAX XLA's
   ``compiled.memory_analysis()`` temp buffer size of the step.
 
+``--remat POLICY`` picks the rematerialisation: a model policy (``InceptionI3d.remat``:
+``none``, ``blocks``, ``convs``; the default is the model's) or ``jax.checkpoint`` around the
+whole loss (``full``, ``dots``, ``dots_no_batch``). ``--remat-table P1 P2 ...`` runs every
+policy for each size and regime, PyTorch once per regime in the same run, and prints the
+memory-versus-speed table (XLA temp MB, JAX step s, PyTorch peak MB, temp / PyTorch peak);
+it times the training step only (no forward; JAX variables drawn with numpy, no init to
+compile).
+``--memory-only`` skips running: the JAX step is only compiled (variables from
+``eval_shape``), for its XLA temp size, in seconds to a minute per case.
+
 Both frameworks get the same CPUs (``sched_setaffinity`` to the first ``--threads`` CPUs) and
 ``--threads`` intra-op threads (``torch.set_num_threads``; XLA sizes its pool from the
 affinity mask; OMP/MKL_NUM_THREADS). Results go to stdout (a table) and ``--out`` (JSON).
@@ -47,6 +59,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from aqa_jax.models.i3d import REMAT_POLICIES, InceptionI3d  # noqa: E402  (jax, no backend)
+
+DEFAULT_REMAT = InceptionI3d.__dataclass_fields__["remat"].default
+# model policies (InceptionI3d.remat), then jax.checkpoint around the whole loss
+REMAT_CHOICES = (*REMAT_POLICIES, "full", "dots", "dots_no_batch")
 RESULT_TAG = "I3D_STEP_RESULT "
 LABEL = 3  # the fixed class of the cross-entropy loss
 LR = 0.01
@@ -165,6 +183,61 @@ def _reduce_window_max_pool3d(x, window, strides, *, padding, pad_value, ceil_mo
     )
 
 
+def _install_shift_reduce_conv():
+    """Puts back the adapter ``shift`` conv as it was before 2026-12-07 (``--adapter-conv
+    shift_reduce``): the forward as 27 shifted products summed over taps, then a ``jnp.sum``
+    over each group's r inputs; the kernel gradient as 27 separate reductions. Same results;
+    XLA:CPU materialises the 27 shifted copies (a YNNPACK reduce fusion's inputs) at once,
+    1.7 GB of the 32x224x224 step's temporaries (docs/PERFORMANCE.md)."""
+    import jax
+    import jax.numpy as jnp
+
+    import aqa_jax.models.adapter as adapter
+
+    def fwd(x, kernel):
+        *kernel_size, _, groups = kernel.shape
+        xp = adapter._pad_groups(x, [(k // 2, k // 2) for k in kernel_size], groups)
+        wt = jnp.swapaxes(kernel, -1, -2)
+        return jnp.sum(adapter._shifted_sum(xp, wt, x.shape[1:4], flip=False), axis=-1)
+
+    def bwd(res, ct):
+        x, kernel = res
+        *kernel_size, _, groups = kernel.shape
+        pads = [(k // 2, k // 2) for k in kernel_size]
+        t, h, w = x.shape[1:4]
+        ctp = jnp.pad(ct, [(0, 0), *[(k - 1 - a, k - 1 - b) for k, (a, b) in zip(kernel_size, pads)], (0, 0)])
+        wt = jnp.swapaxes(kernel, -1, -2)
+        dx = adapter._shifted_sum(ctp[..., None], wt, (t, h, w), flip=True).reshape(x.shape)
+        xp = adapter._pad_groups(x, pads, groups)
+        dk = jnp.stack([jnp.sum(xp[:, i : i + t, j : j + h, k : k + w] * ct[..., None], axis=(0, 1, 2, 3))
+                        for i, j, k in adapter._taps(kernel_size)])
+        dk = jnp.swapaxes(dk.reshape(*kernel_size, *dk.shape[1:]), -1, -2)
+        return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+    conv = jax.custom_vjp(fwd)
+    conv.defvjp(lambda x, k: (fwd(x, k), (x, k)), bwd)
+    adapter._shift_conv = conv
+
+
+def numpy_variables(shapes, seed: int = 0):
+    """Variables of the (abstract) ``shapes`` drawn with numpy as flax's defaults would be
+    (kernels N(0, 1/fan_in), scales 1, biases 0, BN mean 0 and var 1): no init to compile."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = getattr(path[-1], "key", "")
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+        return jnp.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def run_jax(spec: dict) -> dict:
     import jax
     import jax.numpy as jnp
@@ -173,11 +246,13 @@ def run_jax(spec: dict) -> dict:
     from flax import linen as nn
 
     import aqa_jax.models.i3d as i3d_module
-    from aqa_jax.models.i3d import MIXED_BLOCKS, InceptionI3d
+    from aqa_jax.models.i3d import MIXED_BLOCKS, REMAT_POLICIES, InceptionI3d
     from aqa_jax.train.partition import merge, split_trainable
 
     if spec["pool"] == "reduce_window":
         i3d_module.max_pool3d = _reduce_window_max_pool3d
+    if spec["adapter_conv"] == "shift_reduce":
+        _install_shift_reduce_conv()
     t, h, w = spec["size"]
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
     model = InceptionI3d(
@@ -185,23 +260,32 @@ def run_jax(spec: dict) -> dict:
         adapter_blocks=tuple(MIXED_BLOCKS),
         dtype=dtype,
         conv_impl=spec["conv_impl"],
-        adapter_conv=spec["adapter_conv"],
+        adapter_conv="shift" if spec["adapter_conv"] == "shift_reduce" else spec["adapter_conv"],
+        remat=spec["remat"] if spec["remat"] in REMAT_POLICIES else "none",
     )
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(-1, 1, (1, t, h, w, 3)).astype(np.float32))
     y = jnp.asarray([LABEL])
-    variables = nn.unbox(jax.jit(model.init)(jax.random.key(0), x))
-    jax.block_until_ready(variables)
+    memory_only = spec.get("memory_only", False)
+    step_only = spec.get("step_only", False)
+    if memory_only:  # shapes only: nothing is initialised or run
+        variables = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x))
+    elif step_only:  # numpy-drawn variables: no init to compile (tens of seconds at 32x224)
+        variables = numpy_variables(nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x)))
+    else:
+        variables = nn.unbox(jax.jit(model.init)(jax.random.key(0), x))
+        jax.block_until_ready(variables)
     base_rss = current_rss_mb()
 
-    fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])
-    fwd_c = fwd.lower(variables, x).compile()
+    if not (memory_only or step_only):
+        fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])
+        fwd_c = fwd.lower(variables, x).compile()
 
     params, batch_stats = variables["params"], variables["batch_stats"]
     trainable, frozen = split_trainable(params, spec["regime"])
     tx = optax.sgd(LR, momentum=0.9)
     state = dict(trainable=trainable, frozen=frozen, batch_stats=batch_stats,
-                 opt_state=tx.init(trainable))
+                 opt_state=(jax.eval_shape if memory_only else lambda f, a: f(a))(tx.init, trainable))
 
     def loss_fn(trainable, frozen, batch_stats, x, y, key):
         out, updates = model.apply(
@@ -215,7 +299,7 @@ def run_jax(spec: dict) -> dict:
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, updates["batch_stats"]
 
-    if spec["remat"] != "none":
+    if spec["remat"] not in REMAT_POLICIES:  # jax.checkpoint around the whole loss
         policy = {
             "full": None,
             "dots": jax.checkpoint_policies.dots_saveable,
@@ -241,7 +325,7 @@ def run_jax(spec: dict) -> dict:
         return state, loss
 
     donate = (0,) if spec["donate"] else ()
-    key = jax.random.key(1)
+    key = jax.eval_shape(lambda: jax.random.key(1)) if memory_only else jax.random.key(1)
     t0 = time.perf_counter()
     with jax.default_matmul_precision(spec["matmul_precision"]):
         step_c = jax.jit(train_step, donate_argnums=donate).lower(state, x, y, key).compile()
@@ -265,11 +349,16 @@ def run_jax(spec: dict) -> dict:
         except Exception:  # noqa: BLE001
             return None
 
+    if memory_only:
+        return dict(compile_step_s=compile_s, xla_step_memory=mem(step_c),
+                    step_gflops=gflops(step_c), memory_only=True,
+                    versions=dict(jax=jax.__version__), xla_flags=os.environ.get("XLA_FLAGS", ""))
+
     peak_compile = max_rss_mb()
     hwm_ok = reset_hwm()
     pre_run_rss = current_rss_mb()
-    fwd_times = timed(lambda: jax.block_until_ready(fwd_c(variables, x)),
-                      spec["repeats"], spec["warmup"])
+    fwd_times = [math.nan] if step_only else timed(
+        lambda: jax.block_until_ready(fwd_c(variables, x)), spec["repeats"], spec["warmup"])
     holder = [state]
     del state, params, trainable, frozen, batch_stats, variables  # donated from here on
 
@@ -290,8 +379,8 @@ def run_jax(spec: dict) -> dict:
         run_peak_rss_mb=(run_hwm - pre_run_rss) if (hwm_ok and run_hwm) else None,
         base_rss_mb=base_rss,
         pre_run_rss_mb=pre_run_rss,
-        xla_step_memory=mem(step_c), xla_fwd_memory=mem(fwd_c),
-        step_gflops=gflops(step_c), fwd_gflops=gflops(fwd_c),
+        xla_step_memory=mem(step_c), xla_fwd_memory=None if step_only else mem(fwd_c),
+        step_gflops=gflops(step_c), fwd_gflops=None if step_only else gflops(fwd_c),
         versions=dict(jax=jax.__version__, flax=__import__("flax").__version__,
                       optax=optax.__version__),
         xla_flags=os.environ.get("XLA_FLAGS", ""),
@@ -327,6 +416,8 @@ def run_torch(spec: dict) -> dict:
     base_rss = current_rss_mb()
     autocast = spec["dtype"] == "bfloat16"
 
+    step_only = spec.get("step_only", False)
+
     def forward():
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
             return model(x)["logits"]
@@ -343,7 +434,7 @@ def run_torch(spec: dict) -> dict:
     hwm_ok = reset_hwm()
     pre_run_rss = current_rss_mb()
     model.eval()
-    fwd_times = timed(forward, spec["repeats"], spec["warmup"])
+    fwd_times = [math.nan] if step_only else timed(forward, spec["repeats"], spec["warmup"])
     model.train()
     step_times = timed(step, spec["repeats"], spec["warmup"])
     loss = float(step())
@@ -433,12 +524,23 @@ def main(argv=None) -> int:
                         "PyTorch autocast(cpu, bfloat16)")
     p.add_argument("--conv-impl", choices=("auto", "xla", "planes"), default="auto",
                    help="InceptionI3d.conv_impl (auto = planes on CPU)")
-    p.add_argument("--adapter-conv", choices=("shift", "lax"), default="shift",
-                   help="InceptionI3d.adapter_conv")
+    p.add_argument("--adapter-conv", choices=("shift", "lax", "shift_reduce"), default="shift",
+                   help="InceptionI3d.adapter_conv; shift_reduce: the shift conv as it was "
+                        "before 2026-12-07 (materialises its shifted copies)")
     p.add_argument("--pool", choices=("separable", "reduce_window"), default="separable",
                    help="max-pool: the library's (separable) or the old 3-D reduce_window")
-    p.add_argument("--remat", choices=("none", "full", "dots", "dots_no_batch"),
-                   default="none", help="jax.checkpoint around the loss (JAX)")
+    p.add_argument("--remat", choices=REMAT_CHOICES, default=None,
+                   help="rematerialisation (JAX): a model policy, InceptionI3d.remat "
+                        f"({'/'.join(REMAT_POLICIES)}; default: the model's, "
+                        f"{DEFAULT_REMAT!r}), or jax.checkpoint around the whole loss "
+                        "(full: save nothing, dots / dots_no_batch: save matmul/conv outputs)")
+    p.add_argument("--remat-table", nargs="+", choices=REMAT_CHOICES, default=None,
+                   metavar="POLICY",
+                   help="run each of these --remat policies per size and regime (PyTorch once "
+                        "per regime) and print a memory-versus-speed table")
+    p.add_argument("--memory-only", action="store_true",
+                   help="JAX: only compile the step and report its XLA temp size (no timing; "
+                        "PyTorch cases are skipped)")
     p.add_argument("--matmul-precision", default="default",
                    help="jax.default_matmul_precision while compiling the step")
     p.add_argument("--steps-per-call", type=int, default=1,
@@ -453,6 +555,9 @@ def main(argv=None) -> int:
             argv[i : i + 2] = [f"--xla-flags={argv[i + 1]}"]
             break
     args = p.parse_args(argv)
+    args.remat = args.remat or DEFAULT_REMAT
+    policies = args.remat_table or [args.remat]
+    frameworks = ["jax"] if args.memory_only else args.frameworks
 
     if args.worker:
         worker(json.loads(args.worker))
@@ -465,7 +570,8 @@ def main(argv=None) -> int:
         python=platform.python_version(), xla_flags_extra=args.xla_flags,
         xla_flags_env=os.environ.get("XLA_FLAGS", ""), dtype=args.dtype,
         conv_impl=args.conv_impl, adapter_conv=args.adapter_conv, pool=args.pool,
-        remat=args.remat, matmul_precision=args.matmul_precision,
+        remat=args.remat, remat_table=args.remat_table, memory_only=args.memory_only,
+        matmul_precision=args.matmul_precision,
         steps_per_call=args.steps_per_call, donate=not args.no_donate,
         command=" ".join([Path(sys.executable).name, *sys.argv]),
         started=time.strftime("%Y-%m-%d %H:%M:%S"), load_at_start=os.getloadavg(),
@@ -475,7 +581,7 @@ def main(argv=None) -> int:
           f"(torch.set_num_threads({args.threads}), XLA pool from the affinity mask, "
           f"OMP/MKL_NUM_THREADS={args.threads})")
     print(f"JAX: dtype={args.dtype} conv_impl={args.conv_impl} adapter_conv={args.adapter_conv} "
-          f"pool={args.pool} remat={args.remat} matmul_precision={args.matmul_precision} "
+          f"pool={args.pool} remat={'/'.join(policies)} matmul_precision={args.matmul_precision} "
           f"steps_per_call={args.steps_per_call} donate={not args.no_donate} "
           f"XLA_FLAGS={(os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags).strip()!r}")
     print(f"load average at start: {config['load_at_start'][0]:.2f} "
@@ -488,32 +594,91 @@ def main(argv=None) -> int:
         repeats = 2 if args.quick else (args.large_repeats if large else args.repeats)
         warmup = 1 if (args.quick or large) else args.warmup
         for regime in args.regimes:
-            for fw in args.frameworks:
+            # each framework in --frameworks order: JAX once per policy, PyTorch once
+            cases = [(fw, remat) for fw in frameworks
+                     for remat in (policies if fw == "jax" else [None])]
+            for fw, remat in cases:
                 spec = dict(framework=fw, size=list(size), regime=regime, repeats=repeats,
                             warmup=warmup, threads=args.threads, dtype=args.dtype,
                             conv_impl=args.conv_impl, adapter_conv=args.adapter_conv,
-                            pool=args.pool, remat=args.remat,
+                            pool=args.pool, remat=remat, memory_only=args.memory_only,
+                            step_only=bool(args.remat_table),
                             matmul_precision=args.matmul_precision,
                             steps_per_call=args.steps_per_call, donate=not args.no_donate)
                 t0 = time.perf_counter()
                 res = run_case(spec, args)
-                status = res.get("error") or (
-                    f"fwd {res['fwd_s']:.3f}s step {res['step_s']:.3f}s "
-                    f"peak +{res['peak_rss_mb']:.0f} MB"
-                    + (f" compile {res['compile_step_s']:.0f}s" if "compile_step_s" in res else "")
-                )
-                print(f"  {size_name(size):>14} {regime:>8} {fw:>5}: {status} "
+                if "error" in res:
+                    status = res["error"]
+                elif res.get("memory_only"):
+                    status = (f"XLA temp {res['xla_step_memory'].get('temp_mb', math.nan):.0f} MB "
+                              f"compile {res['compile_step_s']:.0f}s")
+                else:
+                    status = (
+                        f"fwd {res['fwd_s']:.3f}s step {res['step_s']:.3f}s "
+                        f"peak +{res['peak_rss_mb']:.0f} MB"
+                        + (f" XLA temp {res['xla_step_memory'].get('temp_mb', math.nan):.0f} MB"
+                           f" compile {res['compile_step_s']:.0f}s" if fw == "jax" else "")
+                    )
+                tag = f"{fw}" + (f" remat={remat}" if fw == "jax" and len(policies) > 1 else "")
+                print(f"  {size_name(size):>14} {regime:>8} {tag:>5}: {status} "
                       f"[{time.perf_counter() - t0:.0f}s]", flush=True)
                 results.append(dict(spec=spec, result=res))
     config["total_s"] = time.perf_counter() - total0
     config["load_at_end"] = os.getloadavg()
 
-    def get(fw, size, regime):
+    def get(fw, size, regime, remat=None):
+        remat = remat or policies[0]
         for r in results:
             s = r["spec"]
-            if s["framework"] == fw and tuple(s["size"]) == tuple(size) and s["regime"] == regime:
-                return r["result"] if "error" not in r["result"] else None
+            if (s["framework"] == fw and tuple(s["size"]) == tuple(size) and s["regime"] == regime
+                    and (fw != "jax" or s["remat"] == remat)):
+                res = r["result"]
+                return res if "error" not in res and not res.get("memory_only") else None
         return None
+
+    def print_table(header, rows):
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
+        print()
+        print(line(header))
+        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for r in rows:
+            print(line(r))
+
+    memory_table = []
+    if args.remat_table or args.memory_only:
+        for size in sizes:
+            for regime in args.regimes:
+                t = get("torch", size, regime)
+                for remat in policies:
+                    j = next((r["result"] for r in results if r["spec"]["framework"] == "jax"
+                              and tuple(r["spec"]["size"]) == tuple(size)
+                              and r["spec"]["regime"] == regime and r["spec"]["remat"] == remat
+                              and "error" not in r["result"]), None)
+                    temp = j and j["xla_step_memory"].get("temp_mb")
+                    torch_peak = t and t["peak_rss_mb"]
+                    memory_table.append(dict(
+                        size=size_name(size), regime=regime, remat=remat, xla_temp_mb=temp,
+                        jax_step_s=j and j.get("step_s"), step_gflops=j and j.get("step_gflops"),
+                        torch_step_s=t and t["step_s"], torch_peak_mb=torch_peak,
+                        temp_over_torch_peak=(temp / torch_peak) if (temp and torch_peak) else None))
+        print_table(
+            ("size", "regime", "remat", "XLA temp MB", "JAX step s", "GFLOP", "Torch step s",
+             "Torch peak MB", "temp / Torch peak"),
+            [(m["size"], m["regime"], m["remat"], fmt(m["xla_temp_mb"], 0), fmt(m["jax_step_s"]),
+              fmt(m["step_gflops"], 0), fmt(m["torch_step_s"]), fmt(m["torch_peak_mb"], 0),
+              fmt(m["temp_over_torch_peak"], 2)) for m in memory_table])
+        print("\nmemory versus speed: XLA temp MB = compiled.memory_analysis() temp buffers of the "
+              "JAX step; Torch peak MB = PyTorch peak RSS growth for the same step (this run); "
+              "GFLOP = XLA cost analysis of the step (recomputation shows here).")
+    if args.memory_only:
+        config["total_s"] = time.perf_counter() - total0
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(config=config, cases=results, memory_table=memory_table),
+                                  indent=1))
+        print(f"wrote {out}")
+        return 0 if all("error" not in r["result"] for r in results) else 1
 
     header = ("size", "regime", "JAX fwd s", "Torch fwd s", "JAX step s", "Torch step s",
               "torch/jax step", "JAX peak MB", "Torch peak MB", "JAX run-peak MB",
@@ -532,13 +697,9 @@ def main(argv=None) -> int:
                 fmt(j and j["run_peak_rss_mb"], 0), fmt(t and t["run_peak_rss_mb"], 0),
                 fmt(j and j["xla_step_memory"].get("temp_mb"), 0),
             ))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
-    print()
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
+    if len(policies) > 1:
+        print(f"\nJAX below: remat={policies[0]}")
+    print_table(header, rows)
     print("\npeak MB: peak RSS (ru_maxrss) minus RSS after imports + model creation "
           "(JAX: includes XLA compilation); run-peak MB: RSS high-water mark while running "
           "(warm-up + timed calls) minus RSS just before (after compiling and malloc_trim); "
@@ -570,7 +731,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(config=config, cases=results, targets=targets), indent=1))
+    out.write_text(json.dumps(dict(config=config, cases=results, targets=targets,
+                                   memory_table=memory_table), indent=1))
     print(f"wrote {out}")
     return 0 if all("error" not in r["result"] for r in results) else 1
 

@@ -27,7 +27,14 @@ import jax
 import jax.numpy as jnp
 
 from aqa_jax.models.adapter import Adapter3D, GroupedConvImpl
-from aqa_jax.models.layers import ConvImpl, PaddingMode, Unit3D, avg_pool3d_valid, max_pool3d
+from aqa_jax.models.layers import (
+    CONV_OUT_NAME,
+    ConvImpl,
+    PaddingMode,
+    Unit3D,
+    avg_pool3d_valid,
+    max_pool3d,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +109,29 @@ _STEM_CONVS = {
 }
 
 
+# Rematerialisation (gradient checkpointing) of the training step, per layer: each stem conv
+# unit and each Mixed block is wrapped in ``nn.remat`` with the policy below, so the backward
+# pass keeps what the policy saves plus the layer's input, and recomputes the rest from them.
+# The math is unchanged (same parameters, outputs and gradients); only what is stored versus
+# recomputed differs. Measured at 1x32x224x224 in docs/PERFORMANCE.md ("Memory at 32x224²").
+REMAT_POLICIES: tuple[str, ...] = ("none", "blocks", "convs")
+
+
+def remat_policy(name: str):
+    """The ``jax.checkpoint`` policy of a :data:`REMAT_POLICIES` name (None: save nothing)."""
+    if name == "blocks":  # keep only each block's input, recompute its whole forward
+        return jax.checkpoint_policies.nothing_saveable
+    if name == "convs":  # keep every conv's output, recompute BN, ReLU, pools, adapters
+        return jax.checkpoint_policies.save_only_these_names(CONV_OUT_NAME)
+    raise ValueError(f"unknown remat policy {name!r}; use one of {REMAT_POLICIES}")
+
+
+def _maybe_remat(module_cls, remat: str):
+    if remat == "none":
+        return module_cls
+    return nn.remat(module_cls, policy=remat_policy(remat), static_argnums=(2,))
+
+
 def numerics(variant: str) -> I3DNumerics:
     """The :class:`I3DNumerics` preset of ``variant``, with a clear error for a typo."""
     try:
@@ -123,7 +153,7 @@ class InceptionBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, use_running_average: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, use_running_average: bool = True) -> jax.Array:
         num = numerics(self.variant)
         unit = dict(
             padding=num.padding,
@@ -185,6 +215,12 @@ class InceptionI3d(nn.Module):
         over temporal taps, much faster on XLA:CPU) or ``'auto'`` (``'planes'`` on the CPU
         backend, ``'xla'`` elsewhere; the default). Same parameters, same results up to
         fp32 rounding.
+      remat: rematerialisation of the training step, one of :data:`REMAT_POLICIES`:
+        ``'none'`` (autodiff keeps what it needs), ``'blocks'`` (each stem conv unit and
+        Mixed block keeps only its input; its forward is recomputed in the backward pass) or
+        ``'convs'`` (each keeps its input and its convs' outputs; BatchNorm, ReLU, the
+        max-pool branch, the concat and the adapter are recomputed). Trades XLA temporary
+        memory for recomputation; parameters, outputs and gradients do not change.
       num_classes: width of the logits layer (400 for Kinetics-400).
       dropout_rate: drop probability before the logits.
       dtype: compute dtype (params stay float32; BatchNorm statistics, pools' sums and the
@@ -197,6 +233,7 @@ class InceptionI3d(nn.Module):
     adapter_zero_init: bool = False
     adapter_conv: GroupedConvImpl = "shift"
     conv_impl: ConvImpl = "auto"
+    remat: str = "none"
     num_classes: int = 400
     dropout_rate: float = 0.5
     final_endpoint: str = "Logits"
@@ -218,14 +255,18 @@ class InceptionI3d(nn.Module):
             raise ValueError(f"adapter_blocks {sorted(unknown)} are not Mixed blocks of I3D")
         if self.final_endpoint not in ENDPOINTS:
             raise ValueError(f"final_endpoint {self.final_endpoint!r} is not one of {ENDPOINTS}")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat policy {self.remat!r}; use one of {REMAT_POLICIES}")
         num = numerics(self.variant)
         ura = (not train) if use_running_average is None else use_running_average
+        unit_cls = _maybe_remat(Unit3D, self.remat)
+        block_cls = _maybe_remat(InceptionBlock, self.remat)
         x = x.astype(self.dtype)
         endpoints: dict[str, jax.Array] = {}
         for name in ENDPOINTS[: ENDPOINTS.index(self.final_endpoint) + 1]:
             if name in _STEM_CONVS:
                 feats, kernel, strides = _STEM_CONVS[name]
-                x = Unit3D(
+                x = unit_cls(
                     feats,
                     kernel,
                     strides,
@@ -237,7 +278,7 @@ class InceptionI3d(nn.Module):
                     dtype=self.dtype,
                     conv_impl=self.conv_impl,
                     name=name,
-                )(x, use_running_average=ura)
+                )(x, ura)
             elif name in _POOLS:
                 window, strides = _POOLS[name]
                 x = max_pool3d(
@@ -249,7 +290,7 @@ class InceptionI3d(nn.Module):
                     ceil_mode=num.pool_ceil_mode,
                 )
             elif name in MIXED_BLOCKS:
-                x = InceptionBlock(
+                x = block_cls(
                     MIXED_BLOCKS[name],
                     self.variant,
                     adapter=name in self.adapter_blocks,
@@ -259,7 +300,7 @@ class InceptionI3d(nn.Module):
                     conv_impl=self.conv_impl,
                     dtype=self.dtype,
                     name=name,
-                )(x, use_running_average=ura)
+                )(x, ura)
             elif name == "AvgPool":
                 x = avg_pool3d_valid(x, (2, 7, 7))
                 endpoints["features"] = jnp.mean(x, axis=(1, 2, 3))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 PaddingMode = Literal["tf_same", "static_same"]
 Triple = tuple[int, int, int]
@@ -127,6 +128,9 @@ def torch_uniform_init(fan_in: int) -> nn.initializers.Initializer:
 
     return init
 
+
+# The name (jax.ad_checkpoint.checkpoint_name) of each Unit3D's conv output.
+CONV_OUT_NAME = "conv_out"
 
 ConvImpl = Literal["auto", "xla", "planes"]
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "planes")
@@ -339,7 +343,7 @@ class Unit3D(nn.Module):
     conv_impl: ConvImpl = "auto"
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, use_running_average: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, use_running_average: bool = True) -> jax.Array:
         x = Conv3D(
             self.features,
             self.kernel,
@@ -356,6 +360,9 @@ class Unit3D(nn.Module):
             impl=self.conv_impl,
             name="conv",
         )(x)
+        # Names the conv output for rematerialisation policies (models/i3d.py REMAT_POLICIES);
+        # an identity otherwise.
+        x = checkpoint_name(x, CONV_OUT_NAME)
         if self.use_bn:
             x = BatchNorm(
                 use_scale=self.bn_scale,
