@@ -362,6 +362,7 @@ def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
     a.list = prepare_data(a.data_dir)
     scratch = Path(tempfile.mkdtemp(prefix="pretrain_e2e_"))
     sweeps: dict[str, Any] = {}
+    best: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
     pipelines: dict[tuple[str, int], dict[str, Any]] = {}
     try:
@@ -369,11 +370,13 @@ def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
             for regime in a.regimes:
                 if a.workers is not None:
                     workers = a.workers
+                elif a.sweep_once and best.get(side) is not None:
+                    workers = best[side]  # the side's sweep on its first regime
                 else:
                     trial = {w: run_case(a, side, regime, "train", w, a.sweep_warmup, a.sweep_steps,
                                          scratch) for w in a.sweep}
                     sweeps[f"{side}/{regime}"] = {w: r["clips_per_s"] for w, r in trial.items()}
-                    workers = max(trial, key=lambda w: trial[w]["clips_per_s"])
+                    workers = best[side] = max(trial, key=lambda w: trial[w]["clips_per_s"])
                     log(f"{side} {regime}: best of the sweep {sweeps[f'{side}/{regime}']}: "
                         f"{workers} workers")
                 row = run_case(a, side, regime, "train", workers, a.warmup, a.steps, scratch)
@@ -401,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sweep-steps", type=int, default=4)
     p.add_argument("--sweep-warmup", type=int, default=2)
+    p.add_argument("--sweep-once", action="store_true",
+                   help="sweep each side's workers on its first regime only; the others use its best")
     p.add_argument("--regimes", nargs="+", choices=sorted(VARIANTS), default=["adapters", "full"])
     p.add_argument("--sides", nargs="+", choices=["torch", "jax"], default=["torch", "jax"])
     p.add_argument("--pipeline-batches", type=int, default=10,
