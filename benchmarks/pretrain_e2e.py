@@ -430,7 +430,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.regimes, a.pipeline_batches = ["adapters"], 4
         if a.workers is None:
             a.workers = 0
-    if a.log_every > 1 and (a.warmup % a.log_every or a.steps % a.log_every):
+    if not a._case and a.log_every > 1 and (a.warmup % a.log_every or a.steps % a.log_every):
         p.error("--warmup and --steps must be multiples of --log-every (records time the steps)")
     return a
 

@@ -238,7 +238,7 @@ def finetune_config(
     variant = "pecop" if args.init != "dom_g" else NAMED_VARIANTS.get(weights, numerics)
     c.model = dict(variant=variant, adapter_reduction=4, adapter_zero_init=False,
                    adapter_blocks=MIXED_BLOCKS if args.init == "pecop" else (),
-                   final_endpoint="Mixed_5c")
+                   final_endpoint="Mixed_5c", remat="none")  # remat: none | blocks | convs
     c.init_from = args.pretrained if args.init != "dom_g" else weights  # aqa_jax.weights.named
     c.trainable = "full"  # PECoP fine-tunes backbone + adapters with the method's recipe
     c.bn_policy = "batch_stats"

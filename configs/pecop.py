@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         adapter_reduction=4,
         adapter_zero_init=False,
         final_endpoint="AvgPool",
+        remat="none",  # none | blocks | convs: rematerialisation per Inception block (memory vs speed)
     )
     c.init_from = weights  # aqa_jax.weights.named: resolved, checked and recorded at the start
     c.trainable = {"pecop": "adapters", "hpt_bn": "bn", "dom_s": "full", "dom_g": "none"}[args.variant]
