@@ -219,25 +219,6 @@ def _install_shift_reduce_conv():
     adapter._shift_conv = conv
 
 
-def numpy_variables(shapes, seed: int = 0):
-    """Variables of the (abstract) ``shapes`` drawn with numpy as flax's defaults would be
-    (kernels N(0, 1/fan_in), scales 1, biases 0, BN mean 0 and var 1): no init to compile."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = getattr(path[-1], "key", "")
-        if name == "kernel":
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
-        return jnp.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 def run_jax(spec: dict) -> dict:
     import jax
     import jax.numpy as jnp
@@ -271,7 +252,9 @@ def run_jax(spec: dict) -> dict:
     if memory_only:  # shapes only: nothing is initialised or run
         variables = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x))
     elif step_only:  # numpy-drawn variables: no init to compile (tens of seconds at 32x224)
-        variables = numpy_variables(nn.unbox(jax.eval_shape(model.init, jax.random.key(0), x)))
+        from aqa_jax.weights.init import numpy_variables
+
+        variables = numpy_variables(jax.eval_shape(model.init, jax.random.key(0), x))
     else:
         variables = nn.unbox(jax.jit(model.init)(jax.random.key(0), x))
         jax.block_until_ready(variables)

@@ -24,26 +24,11 @@ from pathlib import Path
 
 from aqa_jax.models.i3d import InceptionI3d
 from aqa_jax.models.precision import compute_dtype, float32_outputs
+from aqa_jax.weights.init import numpy_variables
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = dict(variant="pecop", adapter_blocks=("Mixed_3b",), final_endpoint="Mixed_3b")
-
-
-def _numpy_variables(shapes, seed: int = 0):
-    """Variables for the (abstract) ``shapes`` drawn with numpy, as flax's defaults would be:
-    kernels N(0, 1/fan_in), scales 1, biases 0, BN mean 0 and var 1 (no init to compile)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = getattr(path[-1], "key", "")
-        if name == "kernel":
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
-        fill = 1.0 if name in ("scale", "var") else 0.0
-        return jnp.full(leaf.shape, fill, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, nn.unbox(shapes))
 
 
 def _rel(a, b) -> float:
@@ -79,7 +64,7 @@ def test_bf16_forward_close_to_fp32_and_activations_are_bf16():
     x = _clip()
     f32 = InceptionI3d(**TINY)
     bf16 = InceptionI3d(**TINY, dtype=jnp.bfloat16)
-    variables = _numpy_variables(jax.eval_shape(f32.init, jax.random.key(0), x))
+    variables = numpy_variables(jax.eval_shape(f32.init, jax.random.key(0), x))
     # parameters and BN statistics are float32 in the bf16 network too, and the same tree
     shapes = nn.unbox(jax.eval_shape(bf16.init, jax.random.key(0), x))
     assert jax.tree.structure(variables) == jax.tree.structure(shapes)
@@ -211,7 +196,7 @@ def test_pecop_debug_step_bf16_close_to_fp32():
                                       steps_per_epoch=10, total_steps=10)
         shardings = state_shardings(boxed, tx, mesh, [tuple(r) for r in config.logical_axis_rules])
         if state is None:  # one initial state (float32 in both precisions) for both steps
-            variables = _numpy_variables(boxed)
+            variables = numpy_variables(boxed)
             params = put_global(variables["params"], shardings.params)
             state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                batch_stats=put_global(variables["batch_stats"], shardings.batch_stats),

@@ -220,3 +220,23 @@ def load_vspp_heads(variables: dict[str, Any], init_from: str) -> dict[str, Any]
         out["params"][name] = fill_variables(target, source, keep_initial=(),
                                              source_name=f"VSPP {name} of {where}")["params"]
     return out
+
+
+def numpy_variables(shapes: Any, seed: int = 0) -> Any:
+    """Variables of the (abstract, possibly boxed) ``shapes`` drawn with numpy as flax's
+    defaults would be: kernels N(0, 1/fan_in), scales 1, biases 0, BN mean 0 and var 1.
+    For benchmarks and tests that need some weights of a network without compiling its init."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+
+    def draw(path: Any, leaf: Any) -> jax.Array:
+        name = getattr(path[-1], "key", "")
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+        return jnp.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, nn.unbox(shapes))
