@@ -111,6 +111,7 @@ def test_a_nan_between_log_steps_is_the_step_a_synchronous_run_stops_at(syntheti
     assert "finger_tapping_" in message and "verified finite, is step 0" in message
 
 
+@pytest.mark.slow  # a tiny training run with the profiler on, about a minute (make test-all)
 def test_profile_steps_write_a_trace_of_those_steps(synthetic_data_dir, tmp_path):
     config = tiny_config(synthetic_data_dir, **MESH_1, total_steps=3, profile_steps=(2, 3),
                          checkpoint={"every_steps": 3})

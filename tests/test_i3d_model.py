@@ -109,6 +109,7 @@ def test_max_pool_pad_value_matters_for_negative_inputs():
     assert float(zero.max()) == 0.0 and float(zero[0, 1, 1, 1, 0]) == -1.0
 
 
+@pytest.mark.slow  # four compilations of a cut I3D, about a minute (make test-all)
 def test_zero_init_adapters_are_identity():
     # An I3D cut after Mixed_3c with adapters in its two Mixed blocks: the adapter module is
     # the same in every block, and the full network compiles many times slower.

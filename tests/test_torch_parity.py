@@ -164,8 +164,7 @@ def test_converter_accounts_for_every_key():
     assert ignored and all(k.endswith("num_batches_tracked") for k in ignored)
 
 
-@pytest.mark.parametrize("variant", [v if v != "piergiaj" else pytest.param(v, marks=pytest.mark.slow)
-                                     for v in TORCH_FAMILY])
+@pytest.mark.parametrize("variant", PECOP_IN_CI)
 def test_train_mode_batch_statistics_match_pytorch(variant):
     """PECoP runs BN in train mode: batch statistics, and running stats updated (unbiased var).
 

@@ -37,6 +37,7 @@ def _compiled_step_flops(trainable: str) -> float:
     return float(cost.get("flops", 0.0))  # an empty step has no entry
 
 
+@pytest.mark.slow  # about two minutes: three I3D steps compiled (make test-all)
 def test_adapter_only_step_costs_fewer_flops():
     full, adapters, none = (_compiled_step_flops(m) for m in ("full", "adapters", "none"))
     assert adapters < 0.85 * full, (adapters, full)
