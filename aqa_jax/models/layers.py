@@ -7,6 +7,7 @@ explicit arguments here rather than hidden in the modules.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal, Sequence
 
@@ -145,6 +146,91 @@ def resolve_conv_impl(impl: str) -> str:
     return impl
 
 
+# Bytes of im2col columns one weight-gradient chunk may materialise (see plane_conv2d).
+DW_CHUNK_BYTES = 64 * 2**20
+
+
+def _conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+            pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    acc_type = None if x.dtype == jnp.float32 else jnp.promote_types(x.dtype, jnp.float32)
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=acc_type,
+    )
+
+
+def conv2d_kernel_grad(
+    x: jax.Array,
+    dy: jax.Array,
+    kernel_shape: Sequence[int],
+    strides: tuple[int, int],
+    pads: Sequence[tuple[int, int]],
+    chunk_bytes: int | None = None,
+) -> jax.Array:
+    """Kernel gradient of a 2-D NHWC/HWIO conv, ``sum_{n,i,j} x[n, s*i+a, s*j+b, c] dy[n,i,j,o]``.
+
+    Computed as matmuls of ``dy`` with im2col columns of ``x``, a few planes at a time (at most
+    ``chunk_bytes`` of columns per chunk, :data:`DW_CHUNK_BYTES` by default; the chunk count
+    divides the planes), summed in float32. XLA:CPU's own kernel gradient is a convolution
+    whose window is the whole output map (112x112 for the I3D stem); YNNPACK runs it slowly and
+    worse than linearly in the number of planes: in one PECoP step at 4x32x224x224 the stem's
+    took 7.4 s and Conv3d_2c's 4.2 s, 15.9 s of the 27 s step for all kernel gradients
+    (docs/PERFORMANCE.md, "Kernel gradients as chunked matmuls").
+    """
+    kh, kw, cin, cout = kernel_shape
+    sh, sw = strides
+    dtype = jnp.promote_types(x.dtype, dy.dtype)
+    x = jnp.pad(x.astype(dtype), [(0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)])
+    dy = dy.astype(dtype)
+    n, oh, ow = dy.shape[:3]
+    per_plane = oh * ow * kh * kw * cin * x.dtype.itemsize
+    limit = max(1, min(n, (chunk_bytes or DW_CHUNK_BYTES) // per_plane))
+    chunk = max(d for d in range(1, limit + 1) if n % d == 0)
+
+    def chunk_grad(xs: jax.Array, dys: jax.Array) -> jax.Array:
+        cols = jnp.concatenate(
+            [xs[:, a:a + (oh - 1) * sh + 1:sh, b:b + (ow - 1) * sw + 1:sw]
+             for a in range(kh) for b in range(kw)],
+            axis=-1,
+        )
+        return lax.dot_general(dys, cols, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+    if chunk == n:
+        total = chunk_grad(x, dy)
+    else:  # a loop, not unrolled: compiling the stem's 64 chunks one by one takes minutes
+        def body(i, acc):
+            xs = lax.dynamic_slice_in_dim(x, i * chunk, chunk)
+            dys = lax.dynamic_slice_in_dim(dy, i * chunk, chunk)
+            return acc + chunk_grad(xs, dys)
+
+        total = lax.fori_loop(0, n // chunk, body, jnp.zeros((cout, kh * kw * cin), jnp.float32))
+    return total.T.reshape(kh, kw, cin, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def plane_conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                 pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    """2-D NHWC conv of the ``'planes'`` path: XLA's forward and input gradient, the kernel
+    gradient of :func:`conv2d_kernel_grad` (same values up to float32 summation order)."""
+    return _conv2d(x, kernel, strides, pads)
+
+
+def _plane_conv2d_fwd(x, kernel, strides, pads):
+    return _conv2d(x, kernel, strides, pads), (x, kernel)
+
+
+def _plane_conv2d_bwd(strides, pads, residuals, dy):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda v: _conv2d(v, kernel, strides, pads), x)
+    (dx,) = input_vjp(dy)
+    dk = conv2d_kernel_grad(x, dy, kernel.shape, strides, pads)
+    return dx, dk.astype(kernel.dtype)
+
+
+plane_conv2d.defvjp(_plane_conv2d_fwd, _plane_conv2d_bwd)
+
+
 def conv3d(
     x: jax.Array,
     kernel: jax.Array,
@@ -183,17 +269,9 @@ def conv3d(
         lax.slice_in_dim(x, a, a + (t_out - 1) * st + 1, st, axis=1).reshape(b * t_out, h, w, c)
         for a in range(kt)
     ]
-    acc_type = None if x.dtype == jnp.float32 else jnp.promote_types(x.dtype, jnp.float32)
 
     def conv2d(inp: jax.Array, k: jax.Array) -> jax.Array:
-        return lax.conv_general_dilated(
-            inp,
-            k,
-            (sh, sw),
-            pads[1:],
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            preferred_element_type=acc_type,
-        )
+        return plane_conv2d(inp, k, (sh, sw), tuple(pads[1:]))
 
     if kt * cin <= 64:
         y = conv2d(
