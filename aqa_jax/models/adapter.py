@@ -115,13 +115,12 @@ def _shift_conv_bwd(res, ct: jax.Array):
     ctpp = jnp.pad(ct, [(0, 0), *[(k - 1, k - 1) for k in kernel_size], (0, 0)])[..., None]
     window_shape = (x.shape[0], *xp.shape[1:4], groups, 1)
 
-    def tap_grad(_, tap):
-        k_1 = jnp.asarray(kernel_size, jnp.int32) - 1
-        start = k_1 - tap
+    def tap_grad(_, start):  # start = kernel_size - 1 - tap: where ct[p - tap] begins in ctpp
         window = lax.dynamic_slice(ctpp, (0, start[0], start[1], start[2], 0, 0), window_shape)
         return None, jnp.sum(xp * window, axis=(0, 1, 2, 3))
 
-    _, dk = lax.scan(tap_grad, None, jnp.asarray(_taps(kernel_size), jnp.int32))  # (taps, G, r)
+    starts = [tuple(k - 1 - i for k, i in zip(kernel_size, tap)) for tap in _taps(kernel_size)]
+    _, dk = lax.scan(tap_grad, None, jnp.asarray(starts, jnp.int32))  # (taps, G, r)
     dk = jnp.swapaxes(dk.reshape(*kernel_size, *dk.shape[1:]), -1, -2)
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 

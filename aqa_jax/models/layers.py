@@ -171,11 +171,12 @@ def conv2d_kernel_grad(
 
     Computed as matmuls of ``dy`` with im2col columns of ``x``, a few planes at a time (at most
     ``chunk_bytes`` of columns per chunk, :data:`DW_CHUNK_BYTES` by default; the chunk size is
-    the largest divisor of the number of planes within that budget), summed in float32. XLA:CPU's own kernel gradient is a convolution
-    whose window is the whole output map (112x112 for the I3D stem); YNNPACK runs it slowly and
-    worse than linearly in the number of planes: in one PECoP step at 4x32x224x224 the stem's
-    took 7.4 s and Conv3d_2c's 4.2 s, 15.9 s of the 27 s step for all kernel gradients
-    (docs/PERFORMANCE.md, "Kernel gradients as chunked matmuls").
+    the largest divisor of the number of planes within that budget), summed in float32.
+    XLA:CPU's own kernel gradient is a convolution whose window is the whole output map
+    (112x112 for the I3D stem); YNNPACK runs it slowly and worse than linearly in the number
+    of planes: in one PECoP step at 4x32x224x224 the stem's took 7.4 s and Conv3d_2c's 4.2 s,
+    15.9 s of the 27 s step for all kernel gradients (docs/PERFORMANCE.md, "Kernel gradients
+    as chunked matmuls").
     """
     kh, kw, cin, cout = kernel_shape
     sh, sw = strides

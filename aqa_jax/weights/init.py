@@ -29,6 +29,9 @@ import functools
 from pathlib import Path
 from typing import Any, Mapping
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -226,10 +229,6 @@ def numpy_variables(shapes: Any, seed: int = 0) -> Any:
     """Variables of the (abstract, possibly boxed) ``shapes`` drawn with numpy as flax's
     defaults would be: kernels N(0, 1/fan_in), scales 1, biases 0, BN mean 0 and var 1.
     For benchmarks and tests that need some weights of a network without compiling its init."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
     rng = np.random.default_rng(seed)
 
     def draw(path: Any, leaf: Any) -> jax.Array:
