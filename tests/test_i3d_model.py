@@ -172,7 +172,10 @@ def test_every_kernel_has_logical_axes_and_shards_on_a_mesh():
     assert isinstance(kernel.sharding, NamedSharding)
 
 
-@pytest.mark.parametrize("shape", [(1, 4, 6, 5, 16), (2, 3, 4, 4, 8)])
+# T = 4 and 3: the input gradient in a loop over 2 and 3 chunks of frames; T = 1: over rows;
+# all sizes 1: no loop.
+@pytest.mark.parametrize("shape", [(1, 4, 6, 5, 16), (2, 3, 4, 4, 8), (1, 1, 5, 3, 8),
+                                   (2, 1, 1, 1, 8)])
 def test_shift_grouped_conv_equals_lax_grouped_conv(shape):
     # The adapter's ``down`` conv written as shifted multiply-adds (forward without a
     # reduction, kernel gradient as a scan over taps: both for memory) against XLA's grouped
@@ -206,3 +209,28 @@ def test_shift_grouped_conv_temporaries_stay_small():
                            argnums=(0, 1))).lower(x, kernel, ct).compile()
     for compiled in (fwd, bwd):
         assert compiled.memory_analysis().temp_size_in_bytes < 6 * x_bytes
+
+
+def test_shift_grouped_conv_input_gradient_is_computed_once():
+    # The adapter's input gradient feeds every Inception branch's BatchNorm backward. Written
+    # as one elementwise expression, XLA:CPU fused (and so recomputed) it into each consuming
+    # fusion: 12x in Mixed_3c. XLA's own cost analysis of the compiled gradient counts the
+    # work: here four normalised branches feed the conv, and the whole gradient must cost
+    # less than three times the products of one shifted sum over x (forward + input
+    # gradient are two; the kernel gradient's loop body is counted once); it was 5.5x.
+    shape, groups = (2, 8, 14, 14, 64), 16
+    u = jax.ShapeDtypeStruct((*shape[:-1], 16), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((3, 3, 3, 4, groups), jnp.float32)
+
+    def loss(u, k):
+        branches = []
+        for i in range(4):
+            b = u * (i + 1.0)
+            b = (b - b.mean((0, 1, 2, 3))) * lax.rsqrt(b.var((0, 1, 2, 3)) + 1e-3)
+            branches.append(jax.nn.relu(b))
+        return jnp.sum(grouped_conv3d_shift(jnp.concatenate(branches, -1), k) ** 2)
+
+    compiled = jax.jit(jax.grad(loss)).lower(u, kernel).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    assert cost["flops"] < 3 * np.prod(shape) * 27 * 2

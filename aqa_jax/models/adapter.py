@@ -67,6 +67,36 @@ def _shifted_sum(xp: jax.Array, weights: jax.Array, out_shape, flip: bool) -> ja
     return acc
 
 
+def _materialised_shifted_sum(xp: jax.Array, weights: jax.Array, out_shape) -> jax.Array:
+    """:func:`_shifted_sum` with ``flip=True``, computed in a loop over chunks of the output
+    (along T, or H where T has no divisor) so that XLA stores the result once.
+
+    Written as one expression, the sum is an elementwise fusion that XLA:CPU duplicates into
+    every consumer: the adapter's input gradient feeds each Inception branch's BatchNorm
+    backward, and XLA recomputed all ``kt*kh*kw*r`` products in each of those fusions (12 for
+    Mixed_3c, 20 for each Mixed_4 block: a third of a PECoP step at 4x32x224x224). The output
+    of a loop cannot be fused into its consumers, so the loop is where the sum is stored
+    (XLA:CPU removes ``optimization_barrier`` before fusion, so that does not do it).
+    """
+    for axis, size in enumerate(out_shape, start=1):
+        chunks = next((n for n in range(2, size + 1) if size % n == 0), 1)
+        if chunks > 1:
+            break
+    else:
+        return _shifted_sum(xp, weights, out_shape, flip=True)
+    step = out_shape[axis - 1] // chunks
+    part_shape = tuple(step if a == axis else n for a, n in enumerate(out_shape, start=1))
+    window = step + weights.shape[axis - 1] - 1
+
+    def chunk(i, out):
+        part = _shifted_sum(lax.dynamic_slice_in_dim(xp, i * step, window, axis), weights,
+                            part_shape, flip=True)
+        return lax.dynamic_update_slice_in_dim(out, part, i * step, axis)
+
+    shape = (xp.shape[0], *out_shape, *jnp.broadcast_shapes(xp.shape[4:], weights.shape[3:]))
+    return lax.fori_loop(0, chunks, chunk, jnp.zeros(shape, jnp.result_type(xp, weights)))
+
+
 def _pad_groups(x: jax.Array, pads, groups: int) -> jax.Array:
     b, *_, c = x.shape
     xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
@@ -105,7 +135,7 @@ def _shift_conv_bwd(res, ct: jax.Array):
     # cotangent padded by (k - 1 - pad) with the kernel flipped.
     ctp = jnp.pad(ct, [(0, 0), *[(k - 1 - a, k - 1 - b) for k, (a, b) in zip(kernel_size, pads)], (0, 0)])
     wt = jnp.swapaxes(kernel, -1, -2)
-    dx = _shifted_sum(ctp[..., None], wt, (t, h, w), flip=True).reshape(x.shape)
+    dx = _materialised_shifted_sum(ctp[..., None], wt, (t, h, w)).reshape(x.shape)
     # dkernel[tap, r, g] = sum_p xp[p, g, r] * ct[p - tap, g] (zero outside ct): one reduction
     # per tap, in a scan over the taps. It is the cotangent (G channels) that is shifted, not x
     # (G * r channels): each tap copies a window of ct, 1/r the size of a window of x, and reads
