@@ -1,4 +1,4 @@
-"""The 'planes' conv's own kernel gradient (chunked im2col matmuls) against XLA's 3-D conv.
+"""The 'planes' conv's own kernel gradient (chunked W-column matmuls) against XLA's 3-D conv.
 
 The oracle is autodiff of one ``lax.conv_general_dilated`` over the whole 3-D conv
 (``conv3d(impl='xla')``), which shares no code with the custom VJP of ``plane_conv2d``.
@@ -55,7 +55,7 @@ def test_chunks_divide_the_planes_and_sum_to_the_whole(n, chunk_planes):
         x, k, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     dy = jnp.asarray(rng.standard_normal(conv(kernel).shape), jnp.float32)
     (ref,) = jax.vjp(conv, kernel)[1](dy)
-    per_plane = 5 * 5 * 3 * 3 * 3 * 4  # output positions x patch size x float32 bytes
+    per_plane = 12 * 5 * 3 * 3 * 4  # padded rows x output columns x kw x C_in x float32 bytes
     budget = per_plane * chunk_planes + per_plane // 2
     got = jax.jit(lambda x, dy: conv2d_kernel_grad(x, dy, kernel.shape, (2, 2), pads, budget))(x, dy)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
