@@ -210,6 +210,7 @@ _RANGES: dict[str, tuple[type, float | None, float | None, str]] = {
     "data.repeat": (int, 1, None, ""),
     "data.eval_repeat": (int, 1, None, ""),
     "data.worker_count": (int, 0, None, ""),
+    "data.reader_nice": (int, 0, 19, "0: reader threads at the process's priority"),
     "*.dropout": (float, 0, 1, ""),
     "*.dropout_rate": (float, 0, 1, ""),
 }

@@ -26,7 +26,7 @@ import numpy as np
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from aqa_jax.data.pipeline import make_dataset
+from aqa_jax.data.pipeline import READER_NICE, make_dataset
 from aqa_jax.data.registry import data_source
 from aqa_jax.methods import get_method
 from aqa_jax.methods.base import Method
@@ -267,6 +267,7 @@ class Experiment:
             seed=self.config.seed,
             repeat=int(d.get("repeat", 1)) if train else int(d.get("eval_repeat", 1)),
             worker_count=int(d.get("worker_count", 0)), drop_remainder=train,
+            reader_nice=int(d.get("reader_nice", READER_NICE)),
         )
 
     def split_batch(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -114,3 +114,26 @@ def test_global_training_batches_do_not_depend_on_the_process_count(source):
         (whole,) = single
         np.testing.assert_array_equal(np.concatenate([p["clip"] for p in parts]), whole["clip"])
         assert [i for p in parts for i in p["id"]] == list(whole["id"])
+
+
+def test_training_readers_run_niced_and_the_main_thread_keeps_its_priority(source):
+    # The training sampler runs in grain's reader threads at data.reader_nice, so that on a
+    # CPU host the step's threads keep the cores; the caller's (main) thread is never niced.
+    import os
+    import threading
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def sampler(record, rng):
+        return dict(SMALL(record, rng), nice=np.int32(priority()))
+
+    main_before = priority()
+    it = iter(make_dataset(source, sampler, batch_size=2, train=True, seed=0, shard_index=0,
+                           shard_count=1, reader_nice=7))
+    seen = np.concatenate([next(it)["nice"] for _ in range(3)])
+    assert (seen == max(7, main_before)).all()
+    assert priority() == main_before
+    plain = iter(make_dataset(source, sampler, batch_size=2, train=True, seed=0, shard_index=0,
+                              shard_count=1, reader_nice=0))
+    assert next(plain)["clip"].shape[0] == 2

@@ -38,7 +38,7 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "log_every_steps", "log_every_epochs", "eval_every_steps", "eval_every_epochs",
     "checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.max_to_keep",
     "checkpoint.async_save",
-    "data.data_dir", "data.worker_count", "prefetch_batches", "profile_steps",
+    "data.data_dir", "data.worker_count", "data.reader_nice", "prefetch_batches", "profile_steps",
 )
 # May grow on resume (a longer run), never shrink.
 EXTENDABLE_KEYS: tuple[str, ...] = ("total_steps", "total_epochs")
